@@ -1,0 +1,37 @@
+"""The training flow: prepare data -> train -> persist weights -> persist model -> evaluate."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.client.schemas.objects import FlowRun
+from prefect.flows import Flow
+from prefect.states import State
+
+from tasks.evaluate_model import evaluate_model_task
+from tasks.persist_model import persist_model_task
+from tasks.persist_weights import persist_weights_task
+from tasks.prepare_data import prepare_data_task
+from tasks.record_run import RunSummary, default_run_name, finish_run_task, start_run_task
+from tasks.train_model import train_model_task
+from trainflow.config import RunConfig
+from trainflow.paths import ArtifactPaths
+from trainflow.runs import fail_run
+
+
+def _record_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    """Flow hook: mark the run failed in its record, so `trainflow runs` shows it."""
+    config = RunConfig.model_validate(flow_run.parameters.get("config", {}))
+    run_name = config.run_name or default_run_name(flow_run.name, str(flow_run.id))
+    fail_run(ArtifactPaths.at(config.artifacts).run(run_name), state.message or "failed")
+
+
+@flow(name="trainflow", on_failure=[_record_failure], log_prints=False)
+def training_flow(config: RunConfig = RunConfig()) -> RunSummary:
+    """Train, persist and evaluate one model; a rerun with the same run name resumes it."""
+    paths = start_run_task(config)
+    data = prepare_data_task(config.source, config.split, ArtifactPaths.at(config.artifacts))
+    training = train_model_task(config, data, paths)
+    weights = persist_weights_task(training, paths)
+    persisted = persist_model_task(training, weights, paths)
+    evaluation = evaluate_model_task(persisted, training, data, paths)
+    return finish_run_task(paths, training, persisted, evaluation)

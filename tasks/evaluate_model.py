@@ -1,0 +1,102 @@
+"""Stage 5: load the saved model from disk in two ways, evaluate both on the test split, compare."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+from prefect import task
+from pydantic import BaseModel
+
+from tasks.persist_model import PersistedModel
+from tasks.prepare_data import PreparedData
+from tasks.train_model import TrainingResult
+from trainflow.atomic import write_json
+from trainflow.dataset import read_split
+from trainflow.models import build_model
+from trainflow.paths import RunPaths
+
+logger = logging.getLogger("trainflow.evaluate")
+
+EVALUATION_BATCH_SIZE = 256
+LOSS_TOLERANCE = 1e-5
+
+
+class Evaluation(BaseModel):
+    """Test-set metrics of the saved model, as written to `evaluation.json`.
+
+    `loss` and `accuracy` are those of `load_model(keras_model)`; `weights_model_loss` is the loss of
+    a freshly built model with `weights` loaded, which must agree.
+    """
+
+    loss: float
+    accuracy: float
+    per_class_accuracy: list[float]
+    num_examples: int
+    keras_model: Path
+    weights: Path
+    weights_model_loss: float
+    path: Path
+
+
+class ModelsDisagree(RuntimeError):
+    """The `.keras` file and the `.weights.h5` file do not hold the same model."""
+
+
+def evaluate_model(
+    persisted: PersistedModel, training: TrainingResult, data: PreparedData, paths: RunPaths
+) -> Evaluation:
+    """Evaluate `load_model(.keras)` and a freshly built model with `load_weights(.weights.h5)` on
+    the test split; require that they agree; write `paths.evaluation`."""
+    images, labels = read_split(data.paths.split("test"))
+    loaded = keras.models.load_model(persisted.keras_model, safe_mode=True)
+    rebuilt = build_model(training.model_kind, training.image_shape, training.num_classes)
+    rebuilt.load_weights(persisted.weights)
+    loaded_loss, loaded_predictions = _loss_and_predictions(loaded, images, labels)
+    rebuilt_loss, rebuilt_predictions = _loss_and_predictions(rebuilt, images, labels)
+    if not np.array_equal(loaded_predictions, rebuilt_predictions) or not math.isclose(
+        loaded_loss, rebuilt_loss, rel_tol=LOSS_TOLERANCE
+    ):
+        raise ModelsDisagree(
+            f"{persisted.keras_model} and {persisted.weights} give different results on the test "
+            f"set (loss {loaded_loss} vs {rebuilt_loss}); persist the model again"
+        )
+    correct = loaded_predictions == labels
+    per_class_accuracy = [
+        float(correct[labels == label].mean()) for label in range(training.num_classes)
+    ]
+    evaluation = Evaluation(
+        loss=loaded_loss,
+        accuracy=float(correct.mean()),
+        per_class_accuracy=per_class_accuracy,
+        num_examples=len(labels),
+        keras_model=persisted.keras_model,
+        weights=persisted.weights,
+        weights_model_loss=rebuilt_loss,
+        path=paths.evaluation,
+    )
+    write_json(paths.evaluation, evaluation.model_dump(mode="json"))
+    logger.info(
+        "Test accuracy %.4f, loss %.4f on %d examples (%s)",
+        evaluation.accuracy,
+        evaluation.loss,
+        evaluation.num_examples,
+        paths.evaluation,
+    )
+    return evaluation
+
+
+def _loss_and_predictions(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray
+) -> tuple[float, np.ndarray]:
+    metrics = model.evaluate(
+        images, labels, batch_size=EVALUATION_BATCH_SIZE, verbose=0, return_dict=True
+    )
+    probabilities = model.predict(images, batch_size=EVALUATION_BATCH_SIZE, verbose=0)
+    return float(metrics["loss"]), probabilities.argmax(axis=1)
+
+
+evaluate_model_task = task(evaluate_model, name="evaluate_model", retries=1)

@@ -1,0 +1,42 @@
+"""Stage 4: save the whole model as a `.keras` file and export it as a TF SavedModel."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from prefect import task
+from pydantic import BaseModel
+
+from tasks.train_model import TrainingResult
+from trainflow.atomic import atomic_path
+from trainflow.models import build_model
+from trainflow.paths import RunPaths
+
+logger = logging.getLogger("trainflow.persist")
+
+
+class PersistedModel(BaseModel):
+    """The saved forms of one trained model."""
+
+    keras_model: Path
+    saved_model: Path
+    weights: Path
+
+
+def persist_model(training: TrainingResult, weights: Path, paths: RunPaths) -> PersistedModel:
+    """Rebuild the model, load `weights`, and save it to `paths.keras_model` (architecture, weights
+    and optimizer) and `paths.saved_model` (inference-only SavedModel), each atomically."""
+    model = build_model(training.model_kind, training.image_shape, training.num_classes)
+    model.load_weights(weights)
+    with atomic_path(paths.keras_model) as temporary:
+        model.save(temporary)
+    with atomic_path(paths.saved_model) as temporary:
+        model.export(temporary, format="tf_saved_model", verbose=False)
+    logger.info("Saved model to %s and SavedModel to %s", paths.keras_model, paths.saved_model)
+    return PersistedModel(
+        keras_model=paths.keras_model, saved_model=paths.saved_model, weights=weights
+    )
+
+
+persist_model_task = task(persist_model, name="persist_model", retries=1)

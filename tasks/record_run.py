@@ -1,0 +1,75 @@
+"""Opening and closing a run: its directory, its record, and the summary the flow returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from tasks.evaluate_model import Evaluation
+from tasks.persist_model import PersistedModel
+from tasks.train_model import TrainingResult
+from trainflow.config import RunConfig
+from trainflow.paths import RunPaths
+from trainflow.runs import close_run, open_run
+
+
+class RunSummary(BaseModel):
+    """What a finished run reports (`trainflow run --json` prints it)."""
+
+    run_name: str
+    run_dir: Path
+    model_path: Path
+    weights_path: Path
+    saved_model_path: Path
+    evaluation_path: Path
+    test_accuracy: float
+    test_loss: float
+    epochs_completed: int
+    best_epoch: int
+    stopped_early: bool
+    resumed_from: int | None
+
+
+def default_run_name(flow_run_name: str, flow_run_id: str) -> str:
+    """A new, unique run name, stable across retries of the same flow run."""
+    return f"{flow_run_name}-{flow_run_id[:8]}"
+
+
+def finish_run(
+    paths: RunPaths, training: TrainingResult, persisted: PersistedModel, evaluation: Evaluation
+) -> RunSummary:
+    """Mark the run completed and summarise it."""
+    summary = RunSummary(
+        run_name=paths.name,
+        run_dir=paths.run_dir,
+        model_path=persisted.keras_model,
+        weights_path=persisted.weights,
+        saved_model_path=persisted.saved_model,
+        evaluation_path=evaluation.path,
+        test_accuracy=evaluation.accuracy,
+        test_loss=evaluation.loss,
+        epochs_completed=training.epochs_completed,
+        best_epoch=training.best_epoch,
+        stopped_early=training.stopped_early,
+        resumed_from=training.resumed_from,
+    )
+    close_run(
+        paths,
+        epochs_completed=summary.epochs_completed,
+        resumed_from=summary.resumed_from,
+        test_accuracy=summary.test_accuracy,
+    )
+    return summary
+
+
+@task(name="start_run")
+def start_run_task(config: RunConfig) -> RunPaths:
+    """Open the run named in `config`, or a new one named after the Prefect flow run."""
+    run_name = config.run_name or default_run_name(flow_run.name, flow_run.id)
+    return open_run(config, run_name, flow_run_id=flow_run.id)
+
+
+finish_run_task = task(finish_run, name="finish_run")

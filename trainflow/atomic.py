@@ -1,0 +1,84 @@
+"""Writes that are all-or-nothing: a reader sees the old file or the complete new one, never a part.
+
+Keras writes `.keras` and `.h5` files in place, so a kill during a write leaves a truncated file under
+the final name. Everything here writes under a temporary name that keeps the suffixes Keras insists
+on, flushes and fsyncs it, and renames it into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def temporary_sibling(path: Path) -> Path:
+    """`dir/model.weights.h5` -> `dir/model.tmp-<pid>.weights.h5`: same directory, same suffixes."""
+    base, dot, suffixes = path.name.partition(".")
+    return path.with_name(f"{base}.tmp-{os.getpid()}{dot}{suffixes}")
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or every file in a directory tree, and the directory entries, to disk."""
+    if path.is_dir():
+        for child in path.rglob("*"):
+            if child.is_file():
+                _fsync(child)
+        _fsync(path)
+    else:
+        _fsync(path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write a file or directory to; commit it on success.
+
+    On an exception the temporary is removed and `path` is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_sibling(path)
+    _remove(temporary)
+    try:
+        yield temporary
+        fsync_path(temporary)
+        _replace(temporary, path)
+        _fsync(path.parent)
+    finally:
+        _remove(temporary)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON, atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _replace(source: Path, target: Path) -> None:
+    # os.replace cannot put a directory over a non-empty one: move the old one aside first.
+    if source.is_dir() and target.exists():
+        retired = temporary_sibling(target.with_name(target.name + "-old"))
+        os.replace(target, retired)
+        os.replace(source, target)
+        shutil.rmtree(retired)
+    else:
+        os.replace(source, target)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

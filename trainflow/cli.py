@@ -1,0 +1,165 @@
+"""The `trainflow` command line.
+
+Imports stay inside the subcommands: `trainflow --help` and `trainflow run --help` must answer
+without importing TensorFlow or Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from trainflow.config import RunConfig
+
+EXIT_USER_ERROR = 2
+EXIT_RUN_FAILED = 1
+
+
+def _field_help(name: str) -> str:
+    field = RunConfig.model_fields[name]
+    default = field.default if field.default is not None else "none"
+    return f"{field.description.rstrip('.')} (default: {default})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="trainflow",
+        description="TensorFlow/Keras training orchestrated by Prefect that never loses work.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="train, persist and evaluate a model (resumes a run given by --run-name)",
+        description="Prepare data, train with checkpoints, save weights and model, evaluate the "
+        "saved model. Running an unfinished run's name again resumes it from its checkpoint.",
+    )
+    run.add_argument("--dataset", metavar="SOURCE", help=_field_help("dataset"))
+    run.add_argument("--model", choices=["mlp", "cnn"], help=_field_help("model"))
+    run.add_argument("--epochs", type=int, metavar="N", help=_field_help("epochs"))
+    run.add_argument("--batch-size", type=int, metavar="N", help=_field_help("batch_size"))
+    run.add_argument("--patience", type=int, metavar="N", help=_field_help("patience"))
+    run.add_argument("--seed", type=int, metavar="N", help=_field_help("seed"))
+    run.add_argument("--run-name", metavar="NAME", help=_field_help("run_name"))
+    run.add_argument("--artifacts", type=Path, metavar="DIR", help=_field_help("artifacts"))
+    run.add_argument("--fresh", action="store_true", default=None, help=_field_help("fresh"))
+    run.add_argument("--fail-at-epoch", type=int, metavar="K", help=_field_help("fail_at_epoch"))
+    run.add_argument(
+        "--json", action="store_true", help="print one JSON summary on stdout (logs go to stderr)"
+    )
+
+    runs = commands.add_parser(
+        "runs", parents=[common], help="list runs with their status and metrics"
+    )
+    runs.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path("artifacts"),
+        metavar="DIR",
+        help="root directory of all outputs (default: artifacts)",
+    )
+    runs.add_argument("--json", action="store_true", help="print the runs as a JSON list")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _list_runs(args)
+    except Exception as error:
+        from trainflow.errors import is_user_input_error
+
+        if args.debug:
+            raise
+        if is_user_input_error(error):
+            print(f"trainflow: error: {error}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        print(
+            f"trainflow: run failed: {type(error).__name__}: {error} (run again with the same "
+            "--run-name to resume; --debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_RUN_FAILED
+
+
+def _config_from(args: argparse.Namespace) -> RunConfig | None:
+    options = {name: getattr(args, name) for name in RunConfig.model_fields if hasattr(args, name)}
+    try:
+        return RunConfig(**{name: value for name, value in options.items() if value is not None})
+    except ValidationError as error:
+        for problem in error.errors():
+            option = "--" + "-".join(str(part) for part in problem["loc"]).replace("_", "-")
+            message = problem["msg"].removeprefix("Value error, ")
+            print(f"trainflow: error: {option or 'options'}: {message}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _config_from(args)
+    if config is None:
+        return EXIT_USER_ERROR
+    from flows.training import training_flow
+
+    # Libraries print to stdout; with --json, stdout carries the summary and nothing else.
+    output = sys.stderr if args.json else sys.stdout
+    with contextlib.redirect_stdout(output):
+        summary = training_flow(config)
+    if args.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        print(
+            f"Run {summary.run_name}: test accuracy {summary.test_accuracy:.4f} after "
+            f"{summary.epochs_completed} epochs; model {summary.model_path}"
+        )
+    return 0
+
+
+def _list_runs(args: argparse.Namespace) -> int:
+    from trainflow.paths import ArtifactPaths
+    from trainflow.runs import list_runs
+
+    records = list_runs(ArtifactPaths.at(args.artifacts))
+    if args.json:
+        print(json.dumps([record.model_dump(mode="json") for record in records], indent=2))
+        return 0
+    if not records:
+        print(f"No runs under {args.artifacts}")
+        return 0
+    header = ("RUN", "STATUS", "EPOCHS", "RESUMED FROM", "TEST ACCURACY", "UPDATED")
+    rows = [
+        (
+            record.run_name,
+            record.status,
+            _blank_if_none(record.epochs_completed),
+            _blank_if_none(record.resumed_from),
+            "" if record.test_accuracy is None else f"{record.test_accuracy:.4f}",
+            record.updated_at,
+        )
+        for record in records
+    ]
+    widths = [
+        max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))
+    ]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _blank_if_none(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

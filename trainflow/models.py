@@ -1,0 +1,47 @@
+"""The model architectures, built and compiled the same way wherever a model is needed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from trainflow.config import ModelKind
+
+if TYPE_CHECKING:
+    import keras
+
+
+def build_model(kind: ModelKind, image_shape: tuple[int, int], num_classes: int) -> keras.Model:
+    """Build and compile `mlp` or `cnn`, with its optimizer built so that saved optimizer state loads.
+
+    `mlp` is the classic Flatten -> Dense(128, relu) -> Dense(10, softmax); `cnn` is two
+    convolution/pooling blocks, dropout and a softmax layer.
+    """
+    import keras
+
+    if kind == "mlp":
+        layers = [
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    else:
+        layers = [
+            keras.layers.Reshape((*image_shape, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    # Sequential, as in the textbook examples, so weights load into a model built there by hand.
+    model = keras.Sequential([keras.Input(shape=image_shape), *layers], name=kind)
+    model.compile(
+        optimizer=keras.optimizers.Adam(),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    # load_weights silently skips optimizer state unless the optimizer already has its variables.
+    model.optimizer.build(model.trainable_variables)
+    return model

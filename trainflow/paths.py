@@ -1,0 +1,116 @@
+"""Every output path, computed in one place from the artifacts root.
+
+Layout under the root:
+
+    data/<fingerprint>/{train,validation,test}.parquet, manifest.json   prepared data, shared by runs
+    runs/<run name>/run.json                                            status, config and metrics
+    runs/<run name>/checkpoints/best/save_model_<epoch>.weights.h5      ModelCheckpoint (best val_loss)
+    runs/<run name>/checkpoints/resume/epoch-<epoch>.{weights.h5,json}  resume checkpoints
+    runs/<run name>/training.json                                       result of finished training
+    runs/<run name>/model/model.{weights.h5,keras}, model/saved_model/  persisted model
+    runs/<run name>/evaluation.json                                     evaluation of the saved model
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+PREPARED_SPLITS = ("train", "validation", "test")
+
+
+class DataPaths(BaseModel):
+    """Files of one prepared dataset."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path
+
+    def split(self, name: str) -> Path:
+        """The Parquet file of split `name` (train, validation or test)."""
+        return self.root / f"{name}.parquet"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+
+class RunPaths(BaseModel):
+    """Files of one run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def record(self) -> Path:
+        return self.run_dir / "run.json"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def best_checkpoints_dir(self) -> Path:
+        return self.checkpoints_dir / "best"
+
+    @property
+    def best_checkpoint_pattern(self) -> Path:
+        """`ModelCheckpoint`'s file pattern; Keras fills in the 1-based epoch."""
+        return self.best_checkpoints_dir / "save_model_{epoch:02d}.weights.h5"
+
+    @property
+    def resume_dir(self) -> Path:
+        return self.checkpoints_dir / "resume"
+
+    @property
+    def training_result(self) -> Path:
+        return self.run_dir / "training.json"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+    @property
+    def weights(self) -> Path:
+        return self.model_dir / "model.weights.h5"
+
+    @property
+    def keras_model(self) -> Path:
+        return self.model_dir / "model.keras"
+
+    @property
+    def saved_model(self) -> Path:
+        return self.model_dir / "saved_model"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.run_dir / "evaluation.json"
+
+
+class ArtifactPaths(BaseModel):
+    """The artifacts root, from which data and run paths derive."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: Path) -> ArtifactPaths:
+        """Anchor at an absolute path, so that a later change of directory moves nothing."""
+        return cls(root=root.expanduser().resolve())
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def data(self, fingerprint: str) -> DataPaths:
+        return DataPaths(root=self.root / "data" / fingerprint)
+
+    def run(self, run_name: str) -> RunPaths:
+        return RunPaths(run_dir=self.runs_dir / run_name)

@@ -1,0 +1,135 @@
+"""The run record (`run.json`): what a run is, how far it got, and whether it is still alive."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from trainflow.atomic import write_json
+from trainflow.config import RunConfig
+from trainflow.paths import ArtifactPaths, RunPaths
+
+logger = logging.getLogger("trainflow.runs")
+
+RunStatus = Literal["running", "completed", "failed", "interrupted"]
+
+
+class RunRecord(BaseModel):
+    """The content of `run.json`."""
+
+    run_name: str
+    status: RunStatus
+    config: dict[str, Any]
+    flow_run_id: str | None
+    pid: int
+    hostname: str
+    started_at: str
+    updated_at: str
+    epochs_completed: int | None = None
+    resumed_from: int | None = None
+    test_accuracy: float | None = None
+    error: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def read_record(paths: RunPaths) -> RunRecord | None:
+    """The run's record, or None when there is none (or it is unreadable)."""
+    try:
+        return RunRecord.model_validate_json(paths.record.read_text())
+    except (OSError, ValidationError):
+        return None
+
+
+def write_record(paths: RunPaths, record: RunRecord) -> None:
+    """Replace the run's record atomically."""
+    write_json(paths.record, record.model_copy(update={"updated_at": _now()}).model_dump())
+
+
+def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPaths:
+    """Create or reopen the run directory and mark the run as running.
+
+    With `config.fresh`, the run's earlier outputs are removed, except when the same flow run is
+    opening it again (a retry of that flow run must resume, not start over a second time).
+    """
+    paths = ArtifactPaths.at(config.artifacts).run(run_name)
+    previous = read_record(paths)
+    if (
+        config.fresh
+        and paths.run_dir.exists()
+        and (previous is None or previous.flow_run_id != flow_run_id)
+    ):
+        shutil.rmtree(paths.run_dir)
+        previous = None
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    logger.info(
+        "Run %s in %s (to resume it after a failure: trainflow run --run-name %s)",
+        run_name,
+        paths.run_dir,
+        run_name,
+    )
+    write_record(
+        paths,
+        RunRecord(
+            run_name=run_name,
+            status="running",
+            config=config.model_dump(mode="json"),
+            flow_run_id=flow_run_id,
+            pid=os.getpid(),
+            hostname=socket.gethostname(),
+            started_at=previous.started_at if previous else _now(),
+            updated_at=_now(),
+            epochs_completed=previous.epochs_completed if previous else None,
+        ),
+    )
+    return paths
+
+
+def close_run(paths: RunPaths, **results: Any) -> None:
+    """Mark the run completed with its results (epochs_completed, resumed_from, test_accuracy)."""
+    record = read_record(paths)
+    if record is not None:
+        write_record(
+            paths, record.model_copy(update={"status": "completed", "error": None, **results})
+        )
+
+
+def fail_run(paths: RunPaths, error: str) -> None:
+    """Mark the run failed with a one-line reason."""
+    record = read_record(paths)
+    if record is not None:
+        write_record(paths, record.model_copy(update={"status": "failed", "error": error}))
+
+
+def list_runs(artifacts: ArtifactPaths) -> list[RunRecord]:
+    """All runs under `artifacts`, oldest first; a running run whose process is gone is interrupted."""
+    if not artifacts.runs_dir.is_dir():
+        return []
+    records = []
+    for run_dir in sorted(artifacts.runs_dir.iterdir()):
+        record = read_record(RunPaths(run_dir=run_dir))
+        if record is not None:
+            if record.status == "running" and not _process_alive(record):
+                record = record.model_copy(update={"status": "interrupted"})
+            records.append(record)
+    return sorted(records, key=lambda record: record.started_at)
+
+
+def _process_alive(record: RunRecord) -> bool:
+    if record.hostname != socket.gethostname():
+        return True  # another machine's process: assume it still runs
+    try:
+        os.kill(record.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
