@@ -8,6 +8,8 @@ import os
 ENVIRONMENT_DEFAULTS = {
     # Send trainflow's log records through Prefect's handlers: the console and the run's logs in the UI.
     "PREFECT_LOGGING_EXTRA_LOGGERS": "trainflow",
+    # ... and outside a flow run (the plain stage functions, called directly), to the console only.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     # The machines are offline: no usage reports from a local server.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     # TensorFlow's C++ start-up notices (no GPU, CPU instructions) are noise on every run.

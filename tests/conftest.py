@@ -1,0 +1,105 @@
+"""Shared fixtures: small synthetic datasets in every source format, and the Prefect test harness."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainflow.environment import configure_environment
+
+configure_environment()
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST_TEST_SPLIT = REPO_ROOT.parent / "shared" / "data" / "mnist-t10k"
+IMAGE_SIZE = 28
+
+needs_shared_mnist = pytest.mark.skipif(
+    not (SHARED_MNIST_TEST_SPLIT / "t10k-images-idx3-ubyte.gz").is_file(),
+    reason=f"the real MNIST test split is not at {SHARED_MNIST_TEST_SPLIT}",
+)
+
+
+def synthetic_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable MNIST-shaped data: class c is a bright 6x6 square at a class-specific place,
+    on uniform noise; every class appears equally often."""
+    generator = np.random.default_rng(seed)
+    labels = np.arange(count, dtype=np.uint8) % 10
+    generator.shuffle(labels)
+    images = generator.integers(0, 60, size=(count, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    for index, label in enumerate(labels):
+        row, column = 2 + 8 * (label // 4), 2 + 8 * (label % 4)
+        images[index, row : row + 6, column : column + 6] = 255
+    return images, labels
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """Write `array` (uint8) as a gzipped IDX file."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as stream:
+        stream.write(header + array.astype(np.uint8).tobytes())
+    return path
+
+
+def write_idx_pair(directory: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write `<prefix>-images-idx3-ubyte.gz` and `<prefix>-labels-idx1-ubyte.gz`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+    write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path) -> Path:
+    """A single-split IDX directory of 400 synthetic images (split three ways by prepare_data)."""
+    directory = tmp_path / "idx"
+    write_idx_pair(directory, "t10k", *synthetic_images(400, seed=1))
+    return directory
+
+
+@pytest.fixture
+def npz_file(tmp_path: Path) -> Path:
+    """An npz with x_train, y_train (300) and x_test, y_test (100)."""
+    x_train, y_train = synthetic_images(300, seed=2)
+    x_test, y_test = synthetic_images(100, seed=3)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    return tmp_path / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One PREFECT_HOME for the test session, so that nothing touches the user's own."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(prefect_home: Path) -> Iterator[None]:
+    """A temporary Prefect server and database for flow tests (started once per session)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def cli_environment(prefect_home: Path) -> dict[str, str]:
+    """Environment for `trainflow` subprocesses: the session's PREFECT_HOME, no server URL."""
+    environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    environment["PREFECT_HOME"] = str(prefect_home / "cli")
+    environment["PYTHONUNBUFFERED"] = "1"
+    return environment
+
+
+# The installed console script, as a user runs it.
+TRAINFLOW = str(Path(sys.executable).with_name("trainflow"))

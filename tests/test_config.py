@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from trainflow.config import DataSource, RunConfig
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind", "location"),
+    [
+        ("mnist", "mnist", None),
+        ("fashion_mnist", "fashion_mnist", None),
+        ("idx:../shared/data/mnist-t10k", "idx", Path("../shared/data/mnist-t10k")),
+        ("npz:/data/mnist.npz", "npz", Path("/data/mnist.npz")),
+        ("parquet:artifacts/data/abc", "parquet", Path("artifacts/data/abc")),
+    ],
+)
+def test_parse_source(spec, kind, location):
+    source = DataSource.parse(spec)
+    assert (source.kind, source.location) == (kind, location)
+    assert str(source) == spec
+
+
+@pytest.mark.parametrize("spec", ["cifar10", "idx:", "npz", "mnist:somewhere", "csv:data.csv"])
+def test_unknown_or_incomplete_source_is_rejected_naming_it(spec):
+    with pytest.raises(ValidationError, match="is not one of mnist, fashion_mnist, idx:DIR"):
+        RunConfig(dataset=spec)
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "x..y", ".hidden", "with space", "é", "a" * 101])
+def test_unsafe_run_names_are_rejected(name):
+    with pytest.raises(ValidationError, match="run name"):
+        RunConfig(run_name=name)
+
+
+@pytest.mark.parametrize("name", ["nightly-2026-11-23", "run_1", "A.b"])
+def test_safe_run_names_are_accepted(name):
+    assert RunConfig(run_name=name).run_name == name
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"epochs": 0}, {"batch_size": 0}, {"patience": -1}, {"model": "resnet"}, {"fail_at_epoch": 0}],
+)
+def test_out_of_range_options_are_rejected(options):
+    with pytest.raises(ValidationError):
+        RunConfig(**options)
+
+
+def test_split_fractions_must_leave_training_data():
+    with pytest.raises(ValidationError, match="must be below 1"):
+        RunConfig(validation_fraction=0.5, test_fraction=0.5)
+
+
+def test_split_spec_carries_the_seed_and_fractions():
+    split = RunConfig(seed=7, validation_fraction=0.2, test_fraction=0.3).split
+    assert (split.seed, split.validation_fraction, split.test_fraction) == (7, 0.2, 0.3)
+
+
+def test_unknown_fields_are_rejected():
+    with pytest.raises(ValidationError):
+        RunConfig(epoch=3)

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from tests.conftest import synthetic_images
+from trainflow.config import SplitSpec
+from trainflow.dataset import (
+    class_counts,
+    normalise_split,
+    read_split,
+    split_dataset,
+    stratified_split,
+    write_split,
+)
+from trainflow.errors import DataSourceError
+from trainflow.sources import RawSplit
+
+
+def raw(images, labels, origin="test.idx"):
+    return RawSplit(np.asarray(images), np.asarray(labels), origin)
+
+
+def test_integer_pixels_are_scaled_to_unit_range():
+    images, labels = normalise_split(raw(np.full((2, 4, 4), 255, np.uint8), [3, 4]))
+    assert images.dtype == np.float32 and images.max() == 1.0
+    assert labels.dtype == np.int64 and labels.tolist() == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "message"),
+    [
+        (np.zeros((3, 4, 4), np.uint8), [1, 2], "3 images but 2 labels"),
+        (np.zeros((2, 16), np.uint8), [1, 2], "expected \\(count, height, width\\)"),
+        (np.zeros((0, 4, 4), np.uint8), np.zeros(0, np.int64), "no examples"),
+        (np.zeros((2, 4, 4), np.uint8), [1, 10], "labels range 1..10"),
+        (np.zeros((2, 4, 4), np.uint8), [-1, 2], "labels range -1..2"),
+        (np.full((2, 4, 4), np.nan, np.float32), [1, 2], "NaN or infinite"),
+        (np.full((2, 4, 4), np.inf, np.float32), [1, 2], "NaN or infinite"),
+        (np.full((2, 4, 4), 7.0, np.float32), [1, 2], "must lie in \\[0, 1\\]"),
+        (np.zeros((2, 4, 4), np.uint8), [1.5, 2.0], "whole numbers"),
+    ],
+)
+def test_invalid_splits_are_refused_naming_the_origin(images, labels, message):
+    with pytest.raises(DataSourceError, match=f"test.idx: .*{message}"):
+        normalise_split(raw(images, labels))
+
+
+def test_stratified_split_is_deterministic_proportional_and_disjoint():
+    labels = np.repeat(np.arange(10), 100)
+    fractions = {"validation": 0.1, "test": 0.2}
+    first = stratified_split(labels, fractions, seed=5)
+    assert {name: len(index) for name, index in first.items()} == {
+        "train": 700,
+        "validation": 100,
+        "test": 200,
+    }
+    for name, index in first.items():
+        assert set(np.bincount(labels[index]).tolist()) == {len(index) // 10}, name
+    assert len(np.unique(np.concatenate(list(first.values())))) == 1000
+    again = stratified_split(labels, fractions, seed=5)
+    other = stratified_split(labels, fractions, seed=6)
+    assert all(np.array_equal(first[name], again[name]) for name in first)
+    assert not np.array_equal(first["test"], other["test"])
+
+
+def test_single_split_source_is_split_three_ways():
+    images, labels = synthetic_images(400, seed=1)
+    splits = split_dataset({"all": raw(images, labels)}, SplitSpec(seed=1))
+    assert {name: len(labels) for name, (_, labels) in splits.items()} == {
+        "train": 280,
+        "validation": 40,
+        "test": 80,
+    }
+
+
+def test_train_test_source_keeps_its_test_set():
+    train, test = synthetic_images(300, seed=1), synthetic_images(100, seed=2)
+    splits = split_dataset(
+        {"train": raw(*train), "test": raw(*test)}, SplitSpec(validation_fraction=0.2)
+    )
+    assert {name: len(labels) for name, (_, labels) in splits.items()} == {
+        "train": 240,
+        "validation": 60,
+        "test": 100,
+    }
+    np.testing.assert_array_equal(splits["test"][1], test[1])
+
+
+def test_a_class_missing_from_a_split_is_refused():
+    images, labels = synthetic_images(400, seed=1)
+    labels = np.where(labels == 7, 6, labels)
+    with pytest.raises(DataSourceError, match="the train split has no examples of class 7"):
+        split_dataset({"all": raw(images, labels)}, SplitSpec())
+
+
+def test_parquet_split_round_trips_exactly(tmp_path):
+    images, labels = normalise_split(raw(*synthetic_images(30, seed=4)))
+    write_split(tmp_path / "train.parquet", images, labels)
+    read_images, read_labels = read_split(tmp_path / "train.parquet")
+    np.testing.assert_array_equal(read_images, images)
+    np.testing.assert_array_equal(read_labels, labels)
+    assert class_counts(read_labels) == [3] * 10
