@@ -110,6 +110,9 @@ def _run(args: argparse.Namespace) -> int:
     config = _config_from(args)
     if config is None:
         return EXIT_USER_ERROR
+    from trainflow.sources import locate_source_files
+
+    locate_source_files(config.source)  # a missing path fails here, before any server starts
     from flows.training import training_flow
 
     # Libraries print to stdout; with --json, stdout carries the summary and nothing else.

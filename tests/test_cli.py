@@ -1,0 +1,125 @@
+"""The `trainflow` command as a user runs it, in its own process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
+
+CLI_TIMEOUT = 300
+
+
+def trainflow(*args, env, check_status=0):
+    completed = subprocess.run(
+        [TRAINFLOW, *map(str, args)], env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT
+    )
+    assert completed.returncode == check_status, completed.stderr[-3000:]
+    return completed
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["runs", "--help"]])
+def test_help_does_not_import_tensorflow_or_prefect(argv):
+    probe = (
+        "import sys\nfrom trainflow.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'prefect'}))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
+    assert "usage: trainflow" in completed.stdout
+
+
+def test_run_help_documents_every_option():
+    completed = subprocess.run([TRAINFLOW, "run", "--help"], capture_output=True, text=True)
+    for option in (
+        "--dataset", "--model", "--epochs", "--batch-size", "--patience", "--seed", "--run-name",
+        "--artifacts", "--fresh", "--fail-at-epoch", "--json",
+    ):
+        assert option in completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1"),
+        (["--run-name", "../escape"], "--run-name: run name '../escape' must start with"),
+        (["--dataset", "csv:x"], "--dataset: dataset 'csv:x' is not one of"),
+        (["--dataset", "idx:/no/such/dir"], "dataset path /no/such/dir does not exist"),
+    ],
+)
+def test_bad_options_fail_with_one_line_and_status_2(args, message, cli_environment, artifacts):
+    completed = trainflow("run", *args, "--artifacts", artifacts, env=cli_environment, check_status=2)
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"trainflow: error: {message}"), lines
+    assert "Traceback" not in completed.stderr
+    assert not artifacts.exists()
+
+
+def test_run_json_reports_files_that_exist(idx_dir, artifacts, cli_environment):
+    completed = trainflow(
+        "run", "--dataset", f"idx:{idx_dir}", "--epochs", "2", "--artifacts", artifacts, "--json",
+        env=cli_environment,
+    )
+    summary = json.loads(completed.stdout)
+    for key in ("model_path", "weights_path", "evaluation_path"):
+        assert os.path.isfile(summary[key]), key
+    assert os.path.isdir(summary["saved_model_path"])
+    assert summary["epochs_completed"] == 2 and summary["resumed_from"] is None
+    assert summary["run_dir"].endswith(summary["run_name"])
+    assert f"Run {summary['run_name']} in" in completed.stderr
+    runs = json.loads(trainflow("runs", "--artifacts", artifacts, "--json", env=cli_environment).stdout)
+    assert [(run["run_name"], run["status"]) for run in runs] == [(summary["run_name"], "completed")]
+
+
+def test_sigkilled_run_resumes_when_started_again_with_its_name(tmp_path, artifacts, cli_environment):
+    source = tmp_path / "idx"
+    write_idx_pair(source, "t10k", *synthetic_images(2000, seed=1))
+    args = ["run", "--dataset", f"idx:{source}", "--epochs", "40", "--patience", "40",
+            "--run-name", "killed", "--artifacts", artifacts, "--json"]
+    process = subprocess.Popen([TRAINFLOW, *map(str, args)], env=cli_environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resume_dir = artifacts / "runs" / "killed" / "checkpoints" / "resume"
+    deadline = time.monotonic() + CLI_TIMEOUT
+    try:
+        while not (resume_dir / "epoch-0002.json").exists():
+            assert process.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    listed = trainflow("runs", "--artifacts", artifacts, env=cli_environment).stdout
+    assert "killed  interrupted" in listed
+
+    summary = json.loads(trainflow(*args, env=cli_environment).stdout)
+    assert summary["resumed_from"] >= 2
+    assert summary["epochs_completed"] == 40
+
+
+def test_keras_download_path_loads_mnist_or_names_the_way_out(tmp_path):
+    """The real `keras.datasets` path: downloads where there is a network, else one clear error."""
+    probe = (
+        "from trainflow.sources import read_keras_dataset\n"
+        "from trainflow.errors import DataSourceError\n"
+        "try:\n    splits = read_keras_dataset('mnist')\n"
+        "    print({name: split.images.shape for name, split in splits.items()})\n"
+        "except DataSourceError as error:\n    print('ERROR', error)\n"
+    )
+    environment = {**os.environ, "KERAS_HOME": str(tmp_path / "keras")}
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=environment,
+        timeout=CLI_TIMEOUT,
+    )
+    result = completed.stdout.strip().splitlines()[-1]
+    if result.startswith("ERROR"):
+        assert "could not download mnist through keras.datasets" in result
+        assert "--dataset idx:DIR, npz:FILE or parquet:DIR" in result
+    else:
+        assert result == "{'train': (60000, 28, 28), 'test': (10000, 28, 28)}"

@@ -1,0 +1,79 @@
+"""The whole flow under a temporary Prefect server."""
+
+import json
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
+
+from flows.training import training_flow
+from trainflow.config import RunConfig
+from trainflow.errors import DataSourceError
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def task_run_counts(flow_run_id) -> dict[str, int]:
+    """How many attempts each task of a flow run took."""
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            # This server version rejects the client's default of null for both.
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=50,
+        )
+    return {task_run.task_key.split("-")[0]: task_run.run_count for task_run in task_runs}
+
+
+def small_config(idx_dir, artifacts, **options) -> RunConfig:
+    return RunConfig(**{"dataset": f"idx:{idx_dir}", "epochs": 2, "artifacts": artifacts, **options})
+
+
+def test_flow_trains_persists_and_evaluates(idx_dir, artifacts):
+    summary = training_flow(small_config(idx_dir, artifacts, run_name="whole"))
+    assert summary.run_name == "whole" and summary.epochs_completed == 2
+    assert summary.resumed_from is None
+    for path in (summary.model_path, summary.weights_path, summary.evaluation_path):
+        assert path.is_file() and path.is_relative_to(artifacts.resolve() / "runs" / "whole")
+    assert (summary.saved_model_path / "saved_model.pb").is_file()
+    evaluation = json.loads(summary.evaluation_path.read_text())
+    assert evaluation["accuracy"] == summary.test_accuracy
+    record = json.loads((summary.run_dir / "run.json").read_text())
+    assert record["status"] == "completed" and record["test_accuracy"] == summary.test_accuracy
+
+
+def test_a_failed_training_attempt_is_retried_and_resumes(idx_dir, artifacts):
+    config = small_config(idx_dir, artifacts, epochs=4, fail_at_epoch=2, run_name="retry")
+    state = training_flow(config, return_state=True)
+    summary = state.result()
+    assert summary.resumed_from == 2 and summary.epochs_completed == 4
+    counts = task_run_counts(state.state_details.flow_run_id)
+    assert counts["train_model"] == 2 and counts["prepare_data"] == 1
+
+
+def test_unnamed_runs_get_distinct_names(idx_dir, artifacts):
+    first = training_flow(small_config(idx_dir, artifacts, epochs=1))
+    second = training_flow(small_config(idx_dir, artifacts, epochs=1))
+    assert first.run_name != second.run_name
+    assert second.resumed_from is None
+
+
+def test_same_run_name_continues_and_fresh_starts_over(idx_dir, artifacts):
+    training_flow(small_config(idx_dir, artifacts, run_name="again"))
+    more = training_flow(small_config(idx_dir, artifacts, run_name="again", epochs=3))
+    assert more.resumed_from == 2 and more.epochs_completed == 3
+    fresh = training_flow(small_config(idx_dir, artifacts, run_name="again", fresh=True))
+    assert fresh.resumed_from is None and fresh.epochs_completed == 2
+
+
+def test_bad_data_fails_at_once_without_retries_and_marks_the_run_failed(tmp_path, artifacts):
+    (tmp_path / "empty").mkdir()
+    config = small_config(tmp_path / "empty", artifacts, run_name="bad")
+    state = training_flow(config, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataSourceError, match="holds no recognisable files"):
+        state.result()
+    assert task_run_counts(state.state_details.flow_run_id)["prepare_data"] == 1
+    record = json.loads((artifacts / "runs" / "bad" / "run.json").read_text())
+    assert record["status"] == "failed" and "holds no recognisable files" in record["error"]
