@@ -84,7 +84,7 @@ def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness(prefect_home: Path) -> Iterator[None]:
+def prefect_harness() -> Iterator[None]:
     """A temporary Prefect server and database for flow tests (started once per session)."""
     from prefect.testing.utilities import prefect_test_harness
 
