@@ -1,15 +1,20 @@
-"""Stage 2: train with ModelCheckpoint, EarlyStopping and per-epoch resume checkpoints.
+"""Stage 2: train with ModelCheckpoint, EarlyStopping and resume checkpoints.
 
-Training continues from the run's newest valid resume checkpoint, whether the previous attempt was
-a Prefect retry in the same process or a killed process started again with the same run name.
+Training continues from the run's newest valid resume checkpoint, at the step after it, whether the
+previous attempt was a Prefect retry in the same process or a killed process started again with the
+same run name.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
+import tensorflow as tf
 from prefect import task
 from pydantic import BaseModel
 
@@ -19,10 +24,11 @@ from trainflow.atomic import write_json
 from trainflow.callbacks import (
     EpochLogger,
     FailAfterEpoch,
+    KillAtStep,
     ResumableEarlyStopping,
     ResumeCheckpoint,
 )
-from trainflow.checkpoints import EarlyStoppingState, ResumeState, latest_checkpoint
+from trainflow.checkpoints import ResumeState, load_latest_checkpoint, restore_random_state
 from trainflow.config import ModelKind, RunConfig
 from trainflow.dataset import read_split
 from trainflow.errors import RunStateError
@@ -44,16 +50,20 @@ class TrainingResult(BaseModel):
     stopped_early: bool
     best_epoch: int
     best_checkpoint: Path
+    best_checkpoint_sha256: str | None
     optimizer_iterations: int
     history: dict[str, list[float]]
 
 
 def train_model(config: RunConfig, data: PreparedData, paths: RunPaths) -> TrainingResult:
-    """Train `config.model` on `data`, resuming from the newest checkpoint under `paths`."""
-    state = latest_checkpoint(paths.resume_dir)
-    resumed_from = None if state is None else state.epochs_done
-    if state is not None:
+    """Train `config.model` on `data`, resuming from the newest valid checkpoint under `paths`."""
+    state = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    if state is None:
+        _discard_stale_outputs(paths)
+        resumed_from = None
+    else:
         _check_resumable(state, config, data, paths)
+        resumed_from = state.epochs_done
     if state is not None and (state.stopped_early or state.epochs_done >= config.epochs):
         logger.info(
             "Training of run %s already finished after %d epochs", paths.name, state.epochs_done
@@ -72,91 +82,131 @@ def train_model(config: RunConfig, data: PreparedData, paths: RunPaths) -> Train
         stopped_early=state.stopped_early,
         best_epoch=state.best_epoch,
         best_checkpoint=Path(state.best_checkpoint),
-        optimizer_iterations=state.optimizer_iterations,
+        best_checkpoint_sha256=state.best_checkpoint_sha256,
+        optimizer_iterations=state.global_step,
         history=state.history,
     )
     write_json(paths.training_result, result.model_dump(mode="json"))
     return result
 
 
+def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
+    """The order of the training examples in `epoch`: a pure function of seed and epoch, so that a
+    resumed run feeds exactly the batches the interrupted one would have."""
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
 def _fit(
     config: RunConfig, data: PreparedData, paths: RunPaths, state: ResumeState | None
 ) -> ResumeState:
-    """Run `fit` from `state` (None: from scratch) to `config.epochs`; return the final state."""
+    """Train from `state` (None: from scratch) to `config.epochs`, one `fit` call per epoch so that
+    each epoch gets its own order and an interrupted one continues at its next batch."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     model = build_model(config.model, data.image_shape, data.num_classes)
     if state is None:
         state = ResumeState(
-            epochs_done=0,
-            optimizer_iterations=0,
             model_kind=config.model,
             data_fingerprint=data.fingerprint,
-            weights_file="",
-            weights_sha256="",
-            history={},
-            early_stopping=EarlyStoppingState(),
-            best_val_loss=None,
-            best_checkpoint=None,
-            best_epoch=None,
-            stopped_early=False,
+            seed=config.seed,
+            batch_size=config.batch_size,
         )
     else:
         model.load_weights(paths.resume_dir / state.weights_file)
+        restore_random_state(model, state.seed_generator_states)
         _check_optimizer_restored(model, state, paths)
         logger.info(
-            "Resuming run %s from checkpoint %s: %d epochs done, optimizer at step %d",
+            "Resuming run %s from checkpoint %s: epoch %d, step %d of the epoch, global step %d",
             paths.name,
             state.weights_file,
-            state.epochs_done,
-            state.optimizer_iterations,
+            state.epochs_done + 1,
+            state.step_in_epoch,
+            state.global_step,
         )
-
+    images, labels = read_split(data.paths.split("train"))
+    validation = read_split(data.paths.split("validation"))
+    steps_per_epoch = math.ceil(len(labels) / config.batch_size)
     paths.best_checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    best_checkpoint = keras.callbacks.ModelCheckpoint(
-        str(paths.best_checkpoint_pattern),
-        monitor="val_loss",
-        save_best_only=True,
-        save_weights_only=True,
-        initial_value_threshold=state.best_val_loss,
-    )
-    early_stopping = ResumableEarlyStopping(
-        state.early_stopping, monitor="val_loss", patience=config.patience
-    )
-    resume_checkpoint = ResumeCheckpoint(paths.resume_dir, state, best_checkpoint, early_stopping)
-    callbacks = [best_checkpoint, early_stopping, resume_checkpoint, EpochLogger(config.epochs)]
-    if config.fail_at_epoch is not None:
-        callbacks.append(FailAfterEpoch(config.fail_at_epoch))
-    model.fit(
-        *read_split(data.paths.split("train")),
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        initial_epoch=state.epochs_done,
-        validation_data=read_split(data.paths.split("validation")),
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=0,
-    )
-    return resume_checkpoint.state
+    for epoch in range(state.epochs_done, config.epochs):
+        best_checkpoint = keras.callbacks.ModelCheckpoint(
+            str(paths.best_checkpoint_pattern),
+            monitor="val_loss",
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=state.best_val_loss,
+        )
+        early_stopping = ResumableEarlyStopping(
+            state.early_stopping, monitor="val_loss", patience=config.patience
+        )
+        resume_checkpoint = ResumeCheckpoint(
+            paths.resume_dir,
+            state,
+            steps_per_epoch,
+            config.checkpoint_every,
+            config.keep_checkpoints,
+            best_checkpoint,
+            early_stopping,
+        )
+        callbacks = [best_checkpoint, early_stopping, resume_checkpoint, EpochLogger(config.epochs)]
+        if config.fail_at_epoch is not None:
+            callbacks.append(FailAfterEpoch(config.fail_at_epoch))
+        if config.kill_at_step is not None:
+            callbacks.append(
+                KillAtStep(config.kill_at_step, paths.kill_marker(config.kill_at_step))
+            )
+        remaining = epoch_order(config.seed, epoch, len(labels))[
+            state.step_in_epoch * config.batch_size :
+        ]
+        model.fit(
+            images[remaining],
+            labels[remaining],
+            batch_size=config.batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            validation_data=validation,
+            shuffle=False,
+            callbacks=callbacks,
+            verbose=0,
+        )
+        state = resume_checkpoint.state
+        if state.stopped_early:
+            break
+    return state
+
+
+def _discard_stale_outputs(paths: RunPaths) -> None:
+    """Without a checkpoint to resume from, training starts over: earlier best checkpoints and
+    results of this run no longer belong to it."""
+    for stale in (paths.best_checkpoints_dir, paths.model_dir):
+        if stale.exists():
+            shutil.rmtree(stale)
+    for stale in (paths.training_result, paths.evaluation):
+        stale.unlink(missing_ok=True)
 
 
 def _check_resumable(
     state: ResumeState, config: RunConfig, data: PreparedData, paths: RunPaths
 ) -> None:
-    if state.model_kind != config.model or state.data_fingerprint != data.fingerprint:
+    saved = (state.model_kind, state.data_fingerprint, state.seed, state.batch_size)
+    requested = (config.model, data.fingerprint, config.seed, config.batch_size)
+    if saved != requested:
         raise RunStateError(
             f"run {paths.name} has checkpoints of model {state.model_kind} on data "
-            f"{state.data_fingerprint}, not {config.model} on {data.fingerprint}; resume it with "
-            "its own --model and --dataset, or pass --fresh or another --run-name"
+            f"{state.data_fingerprint} with seed {state.seed} and batch size {state.batch_size}, "
+            f"not {config.model} on {data.fingerprint} with seed {config.seed} and batch size "
+            f"{config.batch_size}; resume it with its own --model, --dataset, --seed and "
+            "--batch-size, or pass --fresh or another --run-name"
         )
 
 
 def _check_optimizer_restored(model: keras.Model, state: ResumeState, paths: RunPaths) -> None:
     iterations = int(model.optimizer.iterations.numpy())
-    if iterations != state.optimizer_iterations:
+    if iterations != state.global_step:
         raise RuntimeError(
             f"run {paths.name}: optimizer restored at step {iterations}, checkpoint says "
-            f"{state.optimizer_iterations}; the checkpoint {state.weights_file} is inconsistent"
+            f"{state.global_step}; the checkpoint {state.weights_file} is inconsistent"
         )
 
 

@@ -39,8 +39,17 @@ def test_help_does_not_import_tensorflow_or_prefect(argv):
 def test_run_help_documents_every_option():
     completed = subprocess.run([TRAINFLOW, "run", "--help"], capture_output=True, text=True)
     for option in (
-        "--dataset", "--model", "--epochs", "--batch-size", "--patience", "--seed", "--run-name",
-        "--artifacts", "--fresh", "--fail-at-epoch", "--json",
+        "--dataset",
+        "--model",
+        "--epochs",
+        "--batch-size",
+        "--patience",
+        "--seed",
+        "--run-name",
+        "--artifacts",
+        "--fresh",
+        "--fail-at-epoch",
+        "--json",
     ):
         assert option in completed.stdout
 
@@ -55,7 +64,9 @@ def test_run_help_documents_every_option():
     ],
 )
 def test_bad_options_fail_with_one_line_and_status_2(args, message, cli_environment, artifacts):
-    completed = trainflow("run", *args, "--artifacts", artifacts, env=cli_environment, check_status=2)
+    completed = trainflow(
+        "run", *args, "--artifacts", artifacts, env=cli_environment, check_status=2
+    )
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"trainflow: error: {message}"), lines
     assert "Traceback" not in completed.stderr
@@ -64,7 +75,14 @@ def test_bad_options_fail_with_one_line_and_status_2(args, message, cli_environm
 
 def test_run_json_reports_files_that_exist(idx_dir, artifacts, cli_environment):
     completed = trainflow(
-        "run", "--dataset", f"idx:{idx_dir}", "--epochs", "2", "--artifacts", artifacts, "--json",
+        "run",
+        "--dataset",
+        f"idx:{idx_dir}",
+        "--epochs",
+        "2",
+        "--artifacts",
+        artifacts,
+        "--json",
         env=cli_environment,
     )
     summary = json.loads(completed.stdout)
@@ -74,17 +92,39 @@ def test_run_json_reports_files_that_exist(idx_dir, artifacts, cli_environment):
     assert summary["epochs_completed"] == 2 and summary["resumed_from"] is None
     assert summary["run_dir"].endswith(summary["run_name"])
     assert f"Run {summary['run_name']} in" in completed.stderr
-    runs = json.loads(trainflow("runs", "--artifacts", artifacts, "--json", env=cli_environment).stdout)
-    assert [(run["run_name"], run["status"]) for run in runs] == [(summary["run_name"], "completed")]
+    runs = json.loads(
+        trainflow("runs", "--artifacts", artifacts, "--json", env=cli_environment).stdout
+    )
+    assert [(run["run_name"], run["status"]) for run in runs] == [
+        (summary["run_name"], "completed")
+    ]
 
 
-def test_sigkilled_run_resumes_when_started_again_with_its_name(tmp_path, artifacts, cli_environment):
+def test_sigkilled_run_resumes_when_started_again_with_its_name(
+    tmp_path, artifacts, cli_environment
+):
     source = tmp_path / "idx"
     write_idx_pair(source, "t10k", *synthetic_images(2000, seed=1))
-    args = ["run", "--dataset", f"idx:{source}", "--epochs", "40", "--patience", "40",
-            "--run-name", "killed", "--artifacts", artifacts, "--json"]
-    process = subprocess.Popen([TRAINFLOW, *map(str, args)], env=cli_environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "run",
+        "--dataset",
+        f"idx:{source}",
+        "--epochs",
+        "40",
+        "--patience",
+        "40",
+        "--run-name",
+        "killed",
+        "--artifacts",
+        artifacts,
+        "--json",
+    ]
+    process = subprocess.Popen(
+        [TRAINFLOW, *map(str, args)],
+        env=cli_environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     resume_dir = artifacts / "runs" / "killed" / "checkpoints" / "resume"
     deadline = time.monotonic() + CLI_TIMEOUT
     try:
@@ -114,7 +154,10 @@ def test_keras_download_path_loads_mnist_or_names_the_way_out(tmp_path):
     )
     environment = {**os.environ, "KERAS_HOME": str(tmp_path / "keras")}
     completed = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=environment,
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=environment,
         timeout=CLI_TIMEOUT,
     )
     result = completed.stdout.strip().splitlines()[-1]

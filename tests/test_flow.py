@@ -27,7 +27,9 @@ def task_run_counts(flow_run_id) -> dict[str, int]:
 
 
 def small_config(idx_dir, artifacts, **options) -> RunConfig:
-    return RunConfig(**{"dataset": f"idx:{idx_dir}", "epochs": 2, "artifacts": artifacts, **options})
+    return RunConfig(
+        **{"dataset": f"idx:{idx_dir}", "epochs": 2, "artifacts": artifacts, **options}
+    )
 
 
 def test_flow_trains_persists_and_evaluates(idx_dir, artifacts):

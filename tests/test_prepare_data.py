@@ -62,7 +62,9 @@ def test_prepared_directory_is_itself_a_parquet_source(npz_file, artifacts, tmp_
     again = prepare(f"parquet:{prepared.paths.root}", tmp_path / "elsewhere")
     assert again.rows == prepared.rows
     for name in ("train", "validation", "test"):
-        for ours, theirs in zip(read_split(prepared.paths.split(name)), read_split(again.paths.split(name))):
+        for ours, theirs in zip(
+            read_split(prepared.paths.split(name)), read_split(again.paths.split(name))
+        ):
             np.testing.assert_array_equal(ours, theirs)
 
 

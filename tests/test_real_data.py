@@ -23,8 +23,19 @@ def test_mlp_reaches_90_percent_in_5_epochs(artifacts):
         "validation": 1000,
         "test": 2000,
     }
-    assert [a + b + c for a, b, c in zip(*(split["class_counts"] for split in splits.values()))] == [
-        980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009,
+    assert [
+        a + b + c for a, b, c in zip(*(split["class_counts"] for split in splits.values()))
+    ] == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
     ]
 
 

@@ -15,7 +15,7 @@ from tasks.prepare_data import prepare_data
 from tasks.train_model import train_model
 from tests.conftest import synthetic_images, write_idx_pair
 from trainflow.callbacks import InjectedFailure
-from trainflow.checkpoints import latest_checkpoint
+from trainflow.checkpoints import load_latest_checkpoint
 from trainflow.config import RunConfig
 from trainflow.errors import RunStateError
 from trainflow.paths import ArtifactPaths
@@ -29,7 +29,11 @@ STEPS_PER_EPOCH = -(-TRAIN_ROWS // BATCH_SIZE)
 def run(idx_dir, artifacts):
     """A small run's config, prepared data and paths."""
     config = RunConfig(
-        dataset=f"idx:{idx_dir}", epochs=4, batch_size=BATCH_SIZE, patience=10, artifacts=artifacts,
+        dataset=f"idx:{idx_dir}",
+        epochs=4,
+        batch_size=BATCH_SIZE,
+        patience=10,
+        artifacts=artifacts,
         run_name="unit",
     )
     root = ArtifactPaths.at(artifacts)
@@ -46,11 +50,16 @@ def test_training_checkpoints_every_epoch_and_keeps_the_best(run):
     assert len(result.history["val_loss"]) == 4
     best_epoch = int(np.argmin(result.history["val_loss"])) + 1
     assert result.best_epoch == best_epoch
-    assert result.best_checkpoint == paths.best_checkpoints_dir / f"save_model_{best_epoch:02d}.weights.h5"
+    assert (
+        result.best_checkpoint
+        == paths.best_checkpoints_dir / f"save_model_{best_epoch:02d}.weights.h5"
+    )
     assert result.best_checkpoint.is_file()
     resume_files = sorted(path.name for path in paths.resume_dir.iterdir())
     assert resume_files == [
-        f"epoch-{epoch:04d}.{suffix}" for epoch in (2, 3, 4) for suffix in ("json", "weights.h5")
+        f"step-{epoch * STEPS_PER_EPOCH:09d}.{suffix}"
+        for epoch in (2, 3, 4)
+        for suffix in ("json", "weights.h5")
     ]
     assert json.loads(paths.training_result.read_text())["epochs_completed"] == 4
 
@@ -59,14 +68,17 @@ def test_failure_after_epoch_2_resumes_at_epoch_3_with_optimizer_state(run, capl
     config, data, paths = run
     with pytest.raises(InjectedFailure, match="after epoch 2"):
         train_model(config.model_copy(update={"fail_at_epoch": 2}), data, paths)
-    checkpoint = latest_checkpoint(paths.resume_dir)
-    assert checkpoint.epochs_done == 2
-    assert checkpoint.optimizer_iterations == 2 * STEPS_PER_EPOCH
+    checkpoint = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    assert checkpoint.epochs_done == 2 and checkpoint.step_in_epoch == 0
+    assert checkpoint.global_step == 2 * STEPS_PER_EPOCH
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="trainflow"):
         result = train_model(config.model_copy(update={"fail_at_epoch": 2}), data, paths)
-    assert "Resuming run unit from checkpoint epoch-0002.weights.h5: 2 epochs done" in caplog.text
+    assert (
+        f"Resuming run unit from checkpoint step-{2 * STEPS_PER_EPOCH:09d}.weights.h5: epoch 3, "
+        "step 0 of the epoch" in caplog.text
+    )
     assert "Epoch 1/4" not in caplog.text and "Epoch 3/4" in caplog.text
     assert result.resumed_from == 2 and result.epochs_completed == 4
     # The optimizer continued counting instead of restarting from 0 at epoch 3.
@@ -98,7 +110,9 @@ def test_early_stopping_keeps_its_patience_across_a_resume(run, tmp_path):
         update={"dataset": f"idx:{tmp_path / 'noise'}", "epochs": 30, "patience": 3}
     )
     data = prepare_data(config.source, config.split, ArtifactPaths.at(config.artifacts))
-    uninterrupted = train_model(config, data, paths.model_copy(update={"run_dir": paths.run_dir.with_name("a")}))
+    uninterrupted = train_model(
+        config, data, paths.model_copy(update={"run_dir": paths.run_dir.with_name("a")})
+    )
     assert uninterrupted.stopped_early
     stop = uninterrupted.epochs_completed
     assert 3 < stop < 30

@@ -1,13 +1,24 @@
-"""Keras callbacks that make `fit` resumable: state that survives a restart, logging, fault injection."""
+"""Keras callbacks that make `fit` resumable at the step: saved state, logging, fault injection."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from pathlib import Path
 
 import keras
 
-from trainflow.checkpoints import EarlyStoppingState, ResumeState, write_checkpoint
+from trainflow.atomic import write_json
+from trainflow.checkpoints import (
+    EarlyStoppingState,
+    ResumeState,
+    capture_metrics_state,
+    capture_random_state,
+    restore_metrics_state,
+    write_checkpoint,
+)
+from trainflow.dataset import sha256_of_files
 
 logger = logging.getLogger("trainflow.train")
 
@@ -35,48 +46,81 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):
-    """Commit a resume checkpoint at the end of every epoch.
+    """Track the training state of one epoch's `fit` and commit it as resume checkpoints: every
+    `checkpoint_every` global steps (if set) and at the end of the epoch.
 
-    Must come after `ModelCheckpoint` and `EarlyStopping` in the callback list, so that the state
-    it saves includes their decisions for the epoch.
+    At the start of an epoch resumed mid-way it restores the running metric sums, so the epoch's
+    loss and accuracy average over all its batches, as without the interruption. Goes after
+    `ModelCheckpoint` and `EarlyStopping` in the callback list, so that the state it commits at the
+    epoch's end includes their decisions.
     """
 
     def __init__(
         self,
         resume_dir: Path,
-        initial_state: ResumeState,
+        state: ResumeState,
+        steps_per_epoch: int,
+        checkpoint_every: int | None,
+        keep: int,
         best_checkpoint: keras.callbacks.ModelCheckpoint,
         early_stopping: ResumableEarlyStopping,
     ) -> None:
         super().__init__()
         self.resume_dir = resume_dir
-        self.state = initial_state
+        self.state = state
+        self.steps_per_epoch = steps_per_epoch
+        self.checkpoint_every = checkpoint_every
+        self.keep = keep
         self.best_checkpoint = best_checkpoint
         self.early_stopping = early_stopping
+        self.first_step_in_epoch = state.step_in_epoch
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        if self.state.step_in_epoch:
+            restore_metrics_state(self.model, self.state.metrics_state)
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        step_in_epoch = self.first_step_in_epoch + batch + 1
+        global_step = int(self.model.optimizer.iterations.numpy())
+        due = self.checkpoint_every is not None and global_step % self.checkpoint_every == 0
+        if due and step_in_epoch < self.steps_per_epoch:  # the epoch's end commits its own
+            self._commit(
+                global_step=global_step,
+                step_in_epoch=step_in_epoch,
+                metrics_state=capture_metrics_state(self.model),
+            )
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         history = {key: [*values] for key, values in self.state.history.items()}
         for key, value in (logs or {}).items():
             history.setdefault(key, []).append(float(value))
+        update = {}
         best_val_loss = self.best_checkpoint.best
-        improved = best_val_loss is not None and best_val_loss != self.state.best_val_loss
-        if improved:  # ModelCheckpoint wrote this epoch's file (epochs are 1-based in its names)
+        if best_val_loss is not None and best_val_loss != self.state.best_val_loss:
+            # ModelCheckpoint wrote this epoch's file (its names count epochs from 1).
             best_path = str(self.best_checkpoint.filepath).format(epoch=epoch + 1)
-            best_update = {"best_checkpoint": best_path, "best_epoch": epoch + 1}
-        else:
-            best_update = {}
-        self.state = self.state.model_copy(
-            update={
-                "epochs_done": epoch + 1,
-                "optimizer_iterations": int(self.model.optimizer.iterations.numpy()),
-                "history": history,
-                "early_stopping": self.early_stopping.state(),
-                "best_val_loss": None if best_val_loss is None else float(best_val_loss),
-                "stopped_early": bool(self.model.stop_training),
-                **best_update,
+            update = {
+                "best_val_loss": float(best_val_loss),
+                "best_checkpoint": best_path,
+                "best_checkpoint_sha256": sha256_of_files([Path(best_path)]),
+                "best_epoch": epoch + 1,
             }
+        self._commit(
+            global_step=int(self.model.optimizer.iterations.numpy()),
+            epochs_done=epoch + 1,
+            step_in_epoch=0,
+            metrics_state=[],
+            history=history,
+            early_stopping=self.early_stopping.state(),
+            stopped_early=bool(self.model.stop_training),
+            **update,
         )
-        write_checkpoint(self.model, self.resume_dir, self.state)
+
+    def _commit(self, **update) -> None:
+        state = self.state.model_copy(
+            update={"seed_generator_states": capture_random_state(self.model), **update}
+        )
+        self.state = write_checkpoint(self.model, self.resume_dir, state, self.keep)
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -104,3 +148,19 @@ class FailAfterEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         if epoch + 1 == self.epoch:
             raise InjectedFailure(f"injected failure after epoch {self.epoch} (--fail-at-epoch)")
+
+
+class KillAtStep(keras.callbacks.Callback):
+    """SIGKILL this process right after global step `step`, once per run: a marker file records
+    that it happened, so the resumed run, which may train that step again, goes on."""
+
+    def __init__(self, step: int, marker: Path) -> None:
+        super().__init__()
+        self.step = step
+        self.marker = marker
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        if int(self.model.optimizer.iterations.numpy()) == self.step and not self.marker.exists():
+            write_json(self.marker, {"killed_at_step": self.step, "pid": os.getpid()})
+            logger.warning("Killing the training process at step %d (--kill-at-step)", self.step)
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,18 +1,22 @@
-"""Resume checkpoints: the model, optimizer and callback state after each epoch, committed atomically.
+"""Resume checkpoints: everything training needs to continue at the exact step, committed atomically.
 
-A checkpoint is two files in the resume directory: `epoch-NNNN.weights.h5` (weights and optimizer
-state) and `epoch-NNNN.json` (a `ResumeState`), written in that order. The JSON is the commit
-record: it is written last and names the sha256 of the weights, so a checkpoint whose JSON is
-missing, or whose weights do not match it, is never resumed from.
+A checkpoint is two files in the resume directory, named by the global training step:
+`step-NNNNNNNNN.weights.h5` (weights and optimizer state, written by Keras) and
+`step-NNNNNNNNN.json` (a `ResumeState`). The JSON is the manifest: it is written last, after the
+weights are fsynced and renamed into place, and it names their sha256. A checkpoint without its
+JSON, or whose weights do not match it, is never resumed from: its files are moved aside into the
+quarantine directory with a warning.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
 import keras
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from trainflow.atomic import atomic_path, write_json
@@ -20,8 +24,8 @@ from trainflow.dataset import sha256_of_files
 
 logger = logging.getLogger("trainflow.checkpoints")
 
-CHECKPOINT_NAME = re.compile(r"^epoch-(?P<epoch>\d{4})\.json$")
-CHECKPOINTS_KEPT = 3
+STATE_FILE = re.compile(r"^step-(?P<step>\d{9})\.json$")
+CHECKPOINT_FORMAT_VERSION = 1
 
 
 class EarlyStoppingState(BaseModel):
@@ -33,32 +37,46 @@ class EarlyStoppingState(BaseModel):
 
 
 class ResumeState(BaseModel):
-    """Everything needed to continue training after `epochs_done` epochs."""
+    """Everything needed to continue training at global step `global_step`.
 
-    epochs_done: int
-    optimizer_iterations: int
+    `step_in_epoch` batches of epoch `epochs_done` (0-based) are done; `metrics_state` holds the
+    running sums of that epoch's training metrics, so the epoch's logged loss and accuracy come out
+    the same as if it had not been interrupted.
+    """
+
+    format_version: int = CHECKPOINT_FORMAT_VERSION
+    global_step: int = 0
+    epochs_done: int = 0
+    step_in_epoch: int = 0
     model_kind: str
     data_fingerprint: str
-    weights_file: str
-    weights_sha256: str
-    history: dict[str, list[float]]
-    early_stopping: EarlyStoppingState
-    best_val_loss: float | None
-    best_checkpoint: str | None
-    best_epoch: int | None
-    stopped_early: bool
+    seed: int
+    batch_size: int
+    weights_file: str = ""
+    weights_sha256: str = ""
+    metrics_state: list[list[float] | float] = []
+    seed_generator_states: list[list[int]] = []
+    history: dict[str, list[float]] = {}
+    early_stopping: EarlyStoppingState = EarlyStoppingState()
+    best_val_loss: float | None = None
+    best_checkpoint: str | None = None
+    best_checkpoint_sha256: str | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
 
 
-def checkpoint_files(resume_dir: Path, epochs_done: int) -> tuple[Path, Path]:
-    """The weights file and the state file of the checkpoint after `epochs_done` epochs."""
-    stem = resume_dir / f"epoch-{epochs_done:04d}"
-    return stem.with_suffix(".weights.h5"), stem.with_suffix(".json")
+def checkpoint_files(resume_dir: Path, global_step: int) -> tuple[Path, Path]:
+    """The weights file and the state file (manifest) of the checkpoint at `global_step`."""
+    stem = f"step-{global_step:09d}"
+    return resume_dir / f"{stem}.weights.h5", resume_dir / f"{stem}.json"
 
 
-def write_checkpoint(model: keras.Model, resume_dir: Path, state: ResumeState) -> None:
-    """Commit `model`'s weights and `state` as the checkpoint of epoch `state.epochs_done`,
-    then remove checkpoints older than the newest `CHECKPOINTS_KEPT`."""
-    weights_path, state_path = checkpoint_files(resume_dir, state.epochs_done)
+def write_checkpoint(
+    model: keras.Model, resume_dir: Path, state: ResumeState, keep: int
+) -> ResumeState:
+    """Commit `model`'s weights and `state` as the checkpoint of `state.global_step`, then remove
+    all but the newest `keep` checkpoints. Returns the state as committed (with the weights' hash)."""
+    weights_path, state_path = checkpoint_files(resume_dir, state.global_step)
     with atomic_path(weights_path) as temporary:
         model.save_weights(temporary)
     state = state.model_copy(
@@ -68,37 +86,111 @@ def write_checkpoint(model: keras.Model, resume_dir: Path, state: ResumeState) -
         }
     )
     write_json(state_path, state.model_dump())
-    for old_state_path in _committed_state_files(resume_dir)[CHECKPOINTS_KEPT:]:
-        old_weights_path, _ = checkpoint_files(resume_dir, _epoch_of(old_state_path))
-        old_state_path.unlink()  # uncommit first, so a crash in between leaves no half checkpoint
+    for old_state_path in _state_files(resume_dir)[keep:]:
+        old_weights_path, _ = checkpoint_files(resume_dir, _step_of(old_state_path))
+        old_state_path.unlink()  # uncommit first: a crash in between leaves an orphan, not a fake
         old_weights_path.unlink(missing_ok=True)
+    return state
 
 
-def latest_checkpoint(resume_dir: Path) -> ResumeState | None:
-    """The newest checkpoint whose state parses and whose weights match their recorded sha256."""
-    for state_path in _committed_state_files(resume_dir):
-        try:
-            state = ResumeState.model_validate_json(state_path.read_text())
-        except (OSError, ValidationError) as error:
-            logger.warning("Skipping unreadable checkpoint %s: %s", state_path, error)
-            continue
-        weights_path = resume_dir / state.weights_file
-        if not weights_path.is_file() or sha256_of_files([weights_path]) != state.weights_sha256:
-            logger.warning("Skipping checkpoint %s: its weights are missing or damaged", state_path)
-            continue
-        return state
-    return None
+def load_latest_checkpoint(resume_dir: Path, quarantine_dir: Path) -> ResumeState | None:
+    """The newest valid checkpoint's state, after moving every invalid file aside.
 
-
-def _committed_state_files(resume_dir: Path) -> list[Path]:
-    """State files, newest epoch first."""
+    Invalid: a manifest that does not parse, weights missing or not matching the manifest's sha256,
+    weights without a manifest, and temporaries of an interrupted write.
+    """
     if not resume_dir.is_dir():
-        return []
-    found = [path for path in resume_dir.iterdir() if CHECKPOINT_NAME.match(path.name)]
-    return sorted(found, key=_epoch_of, reverse=True)
+        return None
+    valid: list[tuple[ResumeState, Path]] = []
+    for state_path in _state_files(resume_dir):
+        state = _valid_state(resume_dir, state_path)
+        if state is not None:
+            valid.append((state, state_path))
+    kept = {name for state, path in valid for name in (path.name, state.weights_file)}
+    invalid = sorted(path for path in resume_dir.iterdir() if path.name not in kept)
+    if invalid:
+        quarantine(invalid, quarantine_dir)
+    if not valid:
+        if invalid:
+            logger.warning("No valid checkpoint left in %s: starting from epoch 0", resume_dir)
+        return None
+    return valid[0][0]
 
 
-def _epoch_of(state_path: Path) -> int:
-    match = CHECKPOINT_NAME.match(state_path.name)
-    assert match is not None  # only called on names _committed_state_files selected
-    return int(match["epoch"])
+def quarantine(paths: list[Path], quarantine_dir: Path) -> None:
+    """Move `paths` into `quarantine_dir` for inspection (never delete them), with a warning."""
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for path in paths:
+        target = quarantine_dir / path.name
+        suffix = 1
+        while target.exists():
+            target = quarantine_dir / f"{path.name}.{suffix}"
+            suffix += 1
+        os.replace(path, target)
+        moved.append(path.name)
+    logger.warning(
+        "Set aside invalid checkpoint files (truncated, garbled, or without manifest) in %s: %s",
+        quarantine_dir,
+        ", ".join(moved),
+    )
+
+
+def _valid_state(resume_dir: Path, state_path: Path) -> ResumeState | None:
+    try:
+        state = ResumeState.model_validate_json(state_path.read_bytes())
+    except (OSError, ValidationError, UnicodeDecodeError):
+        return None
+    weights_path = resume_dir / state.weights_file
+    if (
+        state.format_version != CHECKPOINT_FORMAT_VERSION
+        or weights_path.parent != resume_dir
+        or not weights_path.is_file()
+        or sha256_of_files([weights_path]) != state.weights_sha256
+    ):
+        return None
+    return state
+
+
+def _state_files(resume_dir: Path) -> list[Path]:
+    """Manifests, newest step first."""
+    found = [path for path in resume_dir.iterdir() if STATE_FILE.match(path.name)]
+    return sorted(found, key=_step_of, reverse=True)
+
+
+def _step_of(state_path: Path) -> int:
+    match = STATE_FILE.match(state_path.name)
+    return int(match["step"]) if match else -1
+
+
+def seed_generators(model: keras.Model) -> list[keras.random.SeedGenerator]:
+    """The random seed generators of the model's layers (dropout), whose state no Keras file keeps."""
+    return [layer.seed_generator for layer in model.layers if hasattr(layer, "seed_generator")]
+
+
+def capture_random_state(model: keras.Model) -> list[list[int]]:
+    """The seed generators' states, as plain integers."""
+    return [np.asarray(generator.state.value).tolist() for generator in seed_generators(model)]
+
+
+def restore_random_state(model: keras.Model, states: list[list[int]]) -> None:
+    """Put back the seed generators' states captured by `capture_random_state`."""
+    generators = seed_generators(model)
+    if len(generators) != len(states):
+        raise ValueError(f"checkpoint has {len(states)} seed states, model {len(generators)}")
+    for generator, state in zip(generators, states):
+        generator.state.assign(np.asarray(state, dtype=generator.state.dtype))
+
+
+def capture_metrics_state(model: keras.Model) -> list:
+    """The running values of the model's training metrics (sums and counts)."""
+    return [np.asarray(variable.value).tolist() for variable in model.metrics_variables]
+
+
+def restore_metrics_state(model: keras.Model, values: list) -> None:
+    """Put back metric values captured by `capture_metrics_state`."""
+    variables = model.metrics_variables
+    if len(variables) != len(values):
+        raise ValueError(f"checkpoint has {len(values)} metric values, model {len(variables)}")
+    for variable, value in zip(variables, values):
+        variable.assign(np.asarray(value, dtype=variable.dtype))

@@ -21,9 +21,12 @@ EXIT_RUN_FAILED = 1
 
 
 def _field_help(name: str) -> str:
+    """The option's help: the config field's description and its default (flags have none)."""
     field = RunConfig.model_fields[name]
-    default = field.default if field.default is not None else "none"
-    return f"{field.description.rstrip('.')} (default: {default})"
+    if isinstance(field.default, bool):
+        return field.description
+    default = "off" if field.default is None else field.default
+    return f"{field.description} (default: {default})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,10 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, metavar="N", help=_field_help("batch_size"))
     run.add_argument("--patience", type=int, metavar="N", help=_field_help("patience"))
     run.add_argument("--seed", type=int, metavar="N", help=_field_help("seed"))
-    run.add_argument("--run-name", metavar="NAME", help=_field_help("run_name"))
+    run.add_argument(
+        "--run-name",
+        metavar="NAME",
+        help=f"{RunConfig.model_fields['run_name'].description} (default: a new unique name)",
+    )
     run.add_argument("--artifacts", type=Path, metavar="DIR", help=_field_help("artifacts"))
     run.add_argument("--fresh", action="store_true", default=None, help=_field_help("fresh"))
+    run.add_argument(
+        "--checkpoint-every", type=int, metavar="N", help=_field_help("checkpoint_every")
+    )
+    run.add_argument(
+        "--keep-checkpoints", type=int, metavar="K", help=_field_help("keep_checkpoints")
+    )
+    run.add_argument(
+        "--deterministic", action="store_true", default=None, help=_field_help("deterministic")
+    )
     run.add_argument("--fail-at-epoch", type=int, metavar="K", help=_field_help("fail_at_epoch"))
+    run.add_argument("--kill-at-step", type=int, metavar="STEP", help=_field_help("kill_at_step"))
     run.add_argument(
         "--json", action="store_true", help="print one JSON summary on stdout (logs go to stderr)"
     )

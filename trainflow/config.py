@@ -56,30 +56,56 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field("mnist", description=f"Data source: {DATASET_HELP}.")
-    model: ModelKind = Field("mlp", description="Model architecture.")
-    epochs: int = Field(5, ge=1, le=10_000, description="Maximum number of training epochs.")
-    batch_size: int = Field(32, ge=1, le=65_536, description="Training batch size.")
+    dataset: str = Field("mnist", description=f"Data source: {DATASET_HELP}")
+    model: ModelKind = Field("mlp", description="Model architecture")
+    epochs: int = Field(5, ge=1, le=10_000, description="Maximum number of training epochs")
+    batch_size: int = Field(32, ge=1, le=65_536, description="Training batch size")
     patience: int = Field(
-        3, ge=0, le=10_000, description="EarlyStopping patience, in epochs without val_loss gain."
+        3, ge=0, le=10_000, description="EarlyStopping patience, in epochs without val_loss gain"
     )
-    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for the data split and training.")
+    seed: int = Field(
+        42,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed for the data split, the epochs' data order and training",
+    )
     validation_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(
         0.2,
         gt=0,
         lt=1,
-        description="Share of the data held out for testing (single-split sources).",
+        description="Share of the data held out for testing (single-split sources)",
     )
     run_name: str | None = Field(
-        None, description="Run directory name; running a name again resumes it. Default: new name."
+        None, description="Run directory name; running a name again resumes it"
     )
-    artifacts: Path = Field(Path("artifacts"), description="Root directory of all outputs.")
-    fresh: bool = Field(False, description="Discard the run's checkpoints and start from epoch 0.")
+    artifacts: Path = Field(Path("artifacts"), description="Root directory of all outputs")
+    fresh: bool = Field(
+        False, description="Discard the run's checkpoints and outputs and start from epoch 0"
+    )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="Also checkpoint every N training steps, not only at the end of each epoch",
+    )
+    keep_checkpoints: int = Field(
+        3, ge=1, le=1000, description="How many of the newest resume checkpoints to keep"
+    )
+    deterministic: bool = Field(
+        False,
+        description="Deterministic ops, so a resumed run ends with the same weights as an uninterrupted one",
+    )
     fail_at_epoch: int | None = Field(
         None,
         ge=1,
-        description="Raise right after this epoch (1-based) is checkpointed, once, to demo resume.",
+        description="Raise right after this epoch (1-based) is checkpointed, once, to demo retry and resume",
+    )
+    kill_at_step: int | None = Field(
+        None,
+        ge=1,
+        description="SIGKILL the training process right after this global step, once, to demo "
+        "crash recovery",
     )
 
     @field_validator("dataset")

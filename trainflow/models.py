@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from trainflow.config import ModelKind
 
 if TYPE_CHECKING:
@@ -11,7 +13,8 @@ if TYPE_CHECKING:
 
 
 def build_model(kind: ModelKind, image_shape: tuple[int, int], num_classes: int) -> keras.Model:
-    """Build and compile `mlp` or `cnn`, with its optimizer built so that saved optimizer state loads.
+    """Build and compile `mlp` or `cnn`, with its optimizer and metrics built so that saved state
+    loads into them.
 
     `mlp` is the classic Flatten -> Dense(128, relu) -> Dense(10, softmax); `cnn` is two
     convolution/pooling blocks, dropout and a softmax layer.
@@ -42,6 +45,10 @@ def build_model(kind: ModelKind, image_shape: tuple[int, int], num_classes: int)
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    # load_weights silently skips optimizer state unless the optimizer already has its variables.
+    # load_weights silently skips optimizer state unless the optimizer already has its variables,
+    # and a resumed epoch's metric sums can only be restored into metrics that exist: build both.
     model.optimizer.build(model.trainable_variables)
+    probe = np.zeros((1, *image_shape), dtype=np.float32)
+    model.compute_metrics(probe, np.zeros(1, dtype=np.int64), model(probe), sample_weight=None)
+    model.reset_metrics()
     return model

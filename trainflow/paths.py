@@ -5,7 +5,8 @@ Layout under the root:
     data/<fingerprint>/{train,validation,test}.parquet, manifest.json   prepared data, shared by runs
     runs/<run name>/run.json                                            status, config and metrics
     runs/<run name>/checkpoints/best/save_model_<epoch>.weights.h5      ModelCheckpoint (best val_loss)
-    runs/<run name>/checkpoints/resume/epoch-<epoch>.{weights.h5,json}  resume checkpoints
+    runs/<run name>/checkpoints/resume/step-<step>.{weights.h5,json}    resume checkpoints
+    runs/<run name>/checkpoints/quarantine/                             invalid files set aside
     runs/<run name>/training.json                                       result of finished training
     runs/<run name>/model/model.{weights.h5,keras}, model/saved_model/  persisted model
     runs/<run name>/evaluation.json                                     evaluation of the saved model
@@ -67,6 +68,14 @@ class RunPaths(BaseModel):
     @property
     def resume_dir(self) -> Path:
         return self.checkpoints_dir / "resume"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.checkpoints_dir / "quarantine"
+
+    def kill_marker(self, step: int) -> Path:
+        """Records that `--kill-at-step step` has killed this run once already."""
+        return self.run_dir / f"killed-at-step-{step}.json"
 
     @property
     def training_result(self) -> Path:
