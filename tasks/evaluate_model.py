@@ -18,8 +18,10 @@ from trainflow.atomic import write_json
 from trainflow.dataset import read_split
 from trainflow.models import build_model
 from trainflow.paths import RunPaths
+from trainflow.stages import input_key, mark_stage_done, stage_is_done
 
 logger = logging.getLogger("trainflow.evaluate")
+STAGE = "evaluate_model"
 
 EVALUATION_BATCH_SIZE = 256
 LOSS_TOLERANCE = 1e-5
@@ -50,7 +52,11 @@ def evaluate_model(
     persisted: PersistedModel, training: TrainingResult, data: PreparedData, paths: RunPaths
 ) -> Evaluation:
     """Evaluate `load_model(.keras)` and a freshly built model with `load_weights(.weights.h5)` on
-    the test split; require that they agree; write `paths.evaluation`."""
+    the test split; require that they agree; write `paths.evaluation`. Skipped when an earlier
+    attempt already did it for this training result and these files."""
+    key = input_key(persisted.model_dump(mode="json"), training.model_identity, data.fingerprint)
+    if stage_is_done(paths, STAGE, key, [paths.evaluation]):
+        return Evaluation.model_validate_json(paths.evaluation.read_text())
     images, labels = read_split(data.paths.split("test"))
     loaded = keras.models.load_model(persisted.keras_model, safe_mode=True)
     rebuilt = build_model(training.model_kind, training.image_shape, training.num_classes)
@@ -79,6 +85,7 @@ def evaluate_model(
         path=paths.evaluation,
     )
     write_json(paths.evaluation, evaluation.model_dump(mode="json"))
+    mark_stage_done(paths, STAGE, key)
     logger.info(
         "Test accuracy %.4f, loss %.4f on %d examples (%s)",
         evaluation.accuracy,

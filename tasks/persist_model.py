@@ -12,8 +12,10 @@ from tasks.train_model import TrainingResult
 from trainflow.atomic import atomic_path
 from trainflow.models import build_model
 from trainflow.paths import RunPaths
+from trainflow.stages import input_key, mark_stage_done, stage_is_done
 
 logger = logging.getLogger("trainflow.persist")
+STAGE = "persist_model"
 
 
 class PersistedModel(BaseModel):
@@ -26,17 +28,23 @@ class PersistedModel(BaseModel):
 
 def persist_model(training: TrainingResult, weights: Path, paths: RunPaths) -> PersistedModel:
     """Rebuild the model, load `weights`, and save it to `paths.keras_model` (architecture, weights
-    and optimizer) and `paths.saved_model` (inference-only SavedModel), each atomically."""
+    and optimizer) and `paths.saved_model` (inference-only SavedModel), each atomically.
+    Skipped when an earlier attempt already did it for this training result."""
+    persisted = PersistedModel(
+        keras_model=paths.keras_model, saved_model=paths.saved_model, weights=weights
+    )
+    key = input_key(training.model_identity)
+    if stage_is_done(paths, STAGE, key, [paths.keras_model, paths.saved_model]):
+        return persisted
     model = build_model(training.model_kind, training.image_shape, training.num_classes)
     model.load_weights(weights)
     with atomic_path(paths.keras_model) as temporary:
         model.save(temporary)
     with atomic_path(paths.saved_model) as temporary:
         model.export(temporary, format="tf_saved_model", verbose=False)
+    mark_stage_done(paths, STAGE, key)
     logger.info("Saved model to %s and SavedModel to %s", paths.keras_model, paths.saved_model)
-    return PersistedModel(
-        keras_model=paths.keras_model, saved_model=paths.saved_model, weights=weights
-    )
+    return persisted
 
 
 persist_model_task = task(persist_model, name="persist_model", retries=1)

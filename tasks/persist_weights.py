@@ -9,19 +9,33 @@ from prefect import task
 
 from tasks.train_model import TrainingResult
 from trainflow.atomic import atomic_path
+from trainflow.dataset import sha256_of_files
+from trainflow.errors import RunStateError
 from trainflow.models import build_model
 from trainflow.paths import RunPaths
+from trainflow.stages import input_key, mark_stage_done, stage_is_done
 
 logger = logging.getLogger("trainflow.persist")
+STAGE = "persist_weights"
 
 
 def persist_weights(training: TrainingResult, paths: RunPaths) -> Path:
     """Write the best epoch's weights (lowest val_loss, as ModelCheckpoint kept them) to
-    `paths.weights`, by loading them into a freshly built model and saving them atomically."""
+    `paths.weights`, by loading them into a freshly built model and saving them atomically.
+    Skipped when an earlier attempt already did it for this training result."""
+    key = input_key(training.model_identity)
+    if stage_is_done(paths, STAGE, key, [paths.weights]):
+        return paths.weights
+    if sha256_of_files([training.best_checkpoint]) != training.best_checkpoint_sha256:
+        raise RunStateError(
+            f"{training.best_checkpoint} differs from the file training recorded; it was changed "
+            "after training: start the run over with --fresh"
+        )
     model = build_model(training.model_kind, training.image_shape, training.num_classes)
     model.load_weights(training.best_checkpoint)
     with atomic_path(paths.weights) as temporary:
         model.save_weights(temporary)
+    mark_stage_done(paths, STAGE, key)
     logger.info("Saved weights of epoch %d to %s", training.best_epoch, paths.weights)
     return paths.weights
 

@@ -54,6 +54,11 @@ class TrainingResult(BaseModel):
     optimizer_iterations: int
     history: dict[str, list[float]]
 
+    @property
+    def model_identity(self) -> dict:
+        """What identifies the trained model, however training got there (resumed or not)."""
+        return self.model_dump(mode="json", exclude={"resumed_from"})
+
 
 def train_model(config: RunConfig, data: PreparedData, paths: RunPaths) -> TrainingResult:
     """Train `config.model` on `data`, resuming from the newest valid checkpoint under `paths`."""
@@ -179,7 +184,7 @@ def _fit(
 def _discard_stale_outputs(paths: RunPaths) -> None:
     """Without a checkpoint to resume from, training starts over: earlier best checkpoints and
     results of this run no longer belong to it."""
-    for stale in (paths.best_checkpoints_dir, paths.model_dir):
+    for stale in (paths.best_checkpoints_dir, paths.model_dir, paths.stages_dir):
         if stale.exists():
             shutil.rmtree(stale)
     for stale in (paths.training_result, paths.evaluation):

@@ -77,6 +77,32 @@ def artifacts(tmp_path: Path) -> Path:
     return tmp_path / "artifacts"
 
 
+# The `run` fixture trains on idx_dir's 280 training examples in batches of 32.
+BATCH_SIZE = 32
+STEPS_PER_EPOCH = 9
+
+
+@pytest.fixture
+def run(idx_dir: Path, artifacts: Path):
+    """A small run's config, prepared data and paths."""
+    from tasks.prepare_data import prepare_data
+    from trainflow.config import RunConfig
+    from trainflow.paths import ArtifactPaths
+
+    config = RunConfig(
+        dataset=f"idx:{idx_dir}",
+        epochs=4,
+        batch_size=BATCH_SIZE,
+        patience=10,
+        artifacts=artifacts,
+        run_name="unit",
+    )
+    root = ArtifactPaths.at(artifacts)
+    data = prepare_data(config.source, config.split, root)
+    paths = root.run("unit")
+    return config, data, paths
+
+
 @pytest.fixture(scope="session")
 def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One PREFECT_HOME for the test session, so that nothing touches the user's own."""

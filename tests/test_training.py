@@ -13,33 +13,12 @@ from tasks.persist_model import persist_model
 from tasks.persist_weights import persist_weights
 from tasks.prepare_data import prepare_data
 from tasks.train_model import train_model
-from tests.conftest import synthetic_images, write_idx_pair
+from tests.conftest import STEPS_PER_EPOCH, synthetic_images, write_idx_pair
 from trainflow.callbacks import InjectedFailure
 from trainflow.checkpoints import load_latest_checkpoint
 from trainflow.config import RunConfig
 from trainflow.errors import RunStateError
 from trainflow.paths import ArtifactPaths
-
-TRAIN_ROWS = 280
-BATCH_SIZE = 32
-STEPS_PER_EPOCH = -(-TRAIN_ROWS // BATCH_SIZE)
-
-
-@pytest.fixture
-def run(idx_dir, artifacts):
-    """A small run's config, prepared data and paths."""
-    config = RunConfig(
-        dataset=f"idx:{idx_dir}",
-        epochs=4,
-        batch_size=BATCH_SIZE,
-        patience=10,
-        artifacts=artifacts,
-        run_name="unit",
-    )
-    root = ArtifactPaths.at(artifacts)
-    data = prepare_data(config.source, config.split, root)
-    paths = root.run("unit")
-    return config, data, paths
 
 
 def test_training_checkpoints_every_epoch_and_keeps_the_best(run):

@@ -8,6 +8,7 @@ Layout under the root:
     runs/<run name>/checkpoints/resume/step-<step>.{weights.h5,json}    resume checkpoints
     runs/<run name>/checkpoints/quarantine/                             invalid files set aside
     runs/<run name>/training.json                                       result of finished training
+    runs/<run name>/stages/<stage>.json                                 finished post-training stages
     runs/<run name>/model/model.{weights.h5,keras}, model/saved_model/  persisted model
     runs/<run name>/evaluation.json                                     evaluation of the saved model
 """
@@ -76,6 +77,14 @@ class RunPaths(BaseModel):
     def kill_marker(self, step: int) -> Path:
         """Records that `--kill-at-step step` has killed this run once already."""
         return self.run_dir / f"killed-at-step-{step}.json"
+
+    @property
+    def stages_dir(self) -> Path:
+        return self.run_dir / "stages"
+
+    def stage_record(self, stage: str) -> Path:
+        """Records that a post-training stage finished (see stages.py)."""
+        return self.stages_dir / f"{stage}.json"
 
     @property
     def training_result(self) -> Path:
