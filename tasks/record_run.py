@@ -17,7 +17,11 @@ from trainflow.runs import close_run, open_run
 
 
 class RunSummary(BaseModel):
-    """What a finished run reports (`trainflow run --json` prints it)."""
+    """What a finished run reports (`trainflow run --json` prints it).
+
+    `resumed_from` counts the epochs already done when training last resumed, and
+    `resumed_from_step` the global steps; both are None for a run that never resumed.
+    """
 
     run_name: str
     run_dir: Path
@@ -31,6 +35,7 @@ class RunSummary(BaseModel):
     best_epoch: int
     stopped_early: bool
     resumed_from: int | None
+    resumed_from_step: int | None
 
 
 def default_run_name(flow_run_name: str, flow_run_id: str) -> str:
@@ -55,6 +60,7 @@ def finish_run(
         best_epoch=training.best_epoch,
         stopped_early=training.stopped_early,
         resumed_from=training.resumed_from,
+        resumed_from_step=training.resumed_from_step,
     )
     close_run(
         paths,

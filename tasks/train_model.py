@@ -47,6 +47,7 @@ class TrainingResult(BaseModel):
     data_fingerprint: str
     epochs_completed: int
     resumed_from: int | None
+    resumed_from_step: int | None
     stopped_early: bool
     best_epoch: int
     best_checkpoint: Path
@@ -57,7 +58,7 @@ class TrainingResult(BaseModel):
     @property
     def model_identity(self) -> dict:
         """What identifies the trained model, however training got there (resumed or not)."""
-        return self.model_dump(mode="json", exclude={"resumed_from"})
+        return self.model_dump(mode="json", exclude={"resumed_from", "resumed_from_step"})
 
 
 def train_model(config: RunConfig, data: PreparedData, paths: RunPaths) -> TrainingResult:
@@ -65,10 +66,10 @@ def train_model(config: RunConfig, data: PreparedData, paths: RunPaths) -> Train
     state = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
     if state is None:
         _discard_stale_outputs(paths)
-        resumed_from = None
+        resumed_from = resumed_from_step = None
     else:
         _check_resumable(state, config, data, paths)
-        resumed_from = state.epochs_done
+        resumed_from, resumed_from_step = state.epochs_done, state.global_step
     if state is not None and (state.stopped_early or state.epochs_done >= config.epochs):
         logger.info(
             "Training of run %s already finished after %d epochs", paths.name, state.epochs_done
@@ -84,6 +85,7 @@ def train_model(config: RunConfig, data: PreparedData, paths: RunPaths) -> Train
         data_fingerprint=data.fingerprint,
         epochs_completed=state.epochs_done,
         resumed_from=resumed_from,
+        resumed_from_step=resumed_from_step,
         stopped_early=state.stopped_early,
         best_epoch=state.best_epoch,
         best_checkpoint=Path(state.best_checkpoint),
