@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
-import signal
-import socket
 import struct
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +13,7 @@ import numpy as np
 import pytest
 
 from trainflow.environment import configure_environment
+from trainflow.prefect_server import LocalServer
 
 configure_environment()
 
@@ -136,66 +132,12 @@ def cli_environment(prefect_home: Path) -> dict[str, str]:
 TRAINFLOW = str(Path(sys.executable).with_name("trainflow"))
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `prefect server start` on a free loopback port with its own PREFECT_HOME; yields its
-    API URL and stops the server when the session ends, also after failures."""
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    port = free_port()
-    environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    environment["PREFECT_HOME"] = str(home)
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("prefect")),
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    api_url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while not _healthy(api_url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
-        yield api_url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
-
-
-SERVER_START_TIMEOUT = 180
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    """A real `prefect server start` (with its services) on a free loopback port and its own
+    PREFECT_HOME; yields its API URL and stops it when the session ends, also after failures."""
+    with LocalServer(home=tmp_path_factory.mktemp("prefect-server-home"), services=True) as server:
+        yield server.api_url
 
 
 @pytest.fixture

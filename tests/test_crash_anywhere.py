@@ -26,6 +26,7 @@ DEFAULT_TRIALS = 10
 SLOW_TRIALS = 20
 PROCESS_TIMEOUT = 300
 POLL_SECONDS = 0.002
+KILL_ATTEMPTS = 3
 
 
 @dataclass
@@ -104,17 +105,12 @@ def trial_kinds(count: int) -> list[str]:
     return [kinds[index] if index < len(kinds) else "random" for index in range(count)]
 
 
-def run_trial(crash_setup, index: int, kind: str) -> None:
-    source, artifacts, environment, reference = crash_setup
-    generator = random.Random(CRASH_SEED * 1000 + index)
-    run_name = f"trial-{index}"
+def kill_during(crash_setup, run_name: str, kind: str, delay: float) -> subprocess.Popen:
+    """Start the run and SIGKILL it at the moment `kind` names (`random`: after `delay` s)."""
+    source, artifacts, environment, _ = crash_setup
     run_dir = artifacts / "runs" / run_name
-    arguments = run_arguments(source, artifacts, run_name)
-    context = f"trial {index} ({kind}, TRAINFLOW_CRASH_SEED={CRASH_SEED})"
-
-    process = start(arguments, environment)
+    process = start(run_arguments(source, artifacts, run_name), environment)
     if kind == "random":
-        delay = generator.uniform(reference.training_started * 0.8, reference.finished * 0.9)
         wait_for(process, lambda: False, delay)
     elif kind == "checkpoint-write":
         resume_dir = run_dir / "checkpoints" / "resume"
@@ -122,23 +118,40 @@ def run_trial(crash_setup, index: int, kind: str) -> None:
     elif kind == "persist":
         wait_for(process, lambda: (run_dir / "model").is_dir(), PROCESS_TIMEOUT)
     else:
-        wait_for(
-            process, lambda: (run_dir / "stages" / "persist_model.json").exists(), PROCESS_TIMEOUT
-        )
+        marker = run_dir / "stages" / "persist_model.json"
+        wait_for(process, marker.exists, PROCESS_TIMEOUT)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=PROCESS_TIMEOUT)
-    assert process.returncode == -signal.SIGKILL, f"{context}: the run ended before the kill"
+    return process
 
-    rerun = start(arguments, environment)
+
+def run_trial(crash_setup, index: int, kind: str) -> None:
+    source, artifacts, environment, reference = crash_setup
+    generator = random.Random(CRASH_SEED * 1000 + index)
+    latest = reference.finished * 0.9
+    for attempt in range(KILL_ATTEMPTS):
+        # A run can be faster than the reference: if it finished before the kill, draw an
+        # earlier moment and kill a new run.
+        run_name = f"trial-{index}-{attempt}"
+        delay = generator.uniform(reference.training_started * 0.8, latest)
+        context = f"trial {index} ({kind}, {delay:.2f} s, TRAINFLOW_CRASH_SEED={CRASH_SEED})"
+        if kill_during(crash_setup, run_name, kind, delay).returncode == -signal.SIGKILL:
+            break
+        latest = delay
+    else:
+        pytest.fail(f"{context}: every run ended before the kill")
+
+    rerun = start(run_arguments(source, artifacts, run_name), environment)
     stdout, _ = rerun.communicate(timeout=PROCESS_TIMEOUT)
     assert rerun.returncode == 0, context
     summary = json.loads(stdout)
     assert summary["epochs_completed"] == reference.summary["epochs_completed"], context
     assert keras.models.load_model(summary["model_path"]).count_params() > 0, context
-    assert (
-        differing_arrays(Path(summary["weights_path"]), Path(reference.summary["weights_path"]))
-        == []
-    ), context
+    weights, reference_weights = (
+        Path(summary["weights_path"]),
+        Path(reference.summary["weights_path"]),
+    )
+    assert differing_arrays(weights, reference_weights) == [], context
     assert summary["test_accuracy"] == reference.summary["test_accuracy"], context
 
 

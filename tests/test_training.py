@@ -16,7 +16,6 @@ from tasks.train_model import train_model
 from tests.conftest import STEPS_PER_EPOCH, synthetic_images, write_idx_pair
 from trainflow.callbacks import InjectedFailure
 from trainflow.checkpoints import load_latest_checkpoint
-from trainflow.config import RunConfig
 from trainflow.errors import RunStateError
 from trainflow.paths import ArtifactPaths
 

@@ -152,6 +152,11 @@ def _valid_state(resume_dir: Path, state_path: Path) -> ResumeState | None:
     return state
 
 
+def committed_steps(resume_dir: Path) -> list[int]:
+    """Global steps of the checkpoints whose manifest is in place, newest first (not verified)."""
+    return [_step_of(path) for path in _state_files(resume_dir)] if resume_dir.is_dir() else []
+
+
 def _state_files(resume_dir: Path) -> list[Path]:
     """Manifests, newest step first."""
     found = [path for path in resume_dir.iterdir() if STATE_FILE.match(path.name)]

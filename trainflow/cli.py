@@ -7,8 +7,10 @@ without importing TensorFlow or Prefect.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from trainflow.config import RunConfig
 
 EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 1
+DEMO_CHECKPOINT_EVERY = 25
 
 
 def _field_help(name: str) -> str:
@@ -37,27 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    training = argparse.ArgumentParser(add_help=False, parents=[common])
+    training.add_argument("--dataset", metavar="SOURCE", help=_field_help("dataset"))
+    training.add_argument("--model", choices=["mlp", "cnn"], help=_field_help("model"))
+    training.add_argument("--epochs", type=int, metavar="N", help=_field_help("epochs"))
+    training.add_argument("--batch-size", type=int, metavar="N", help=_field_help("batch_size"))
+    training.add_argument("--patience", type=int, metavar="N", help=_field_help("patience"))
+    training.add_argument("--seed", type=int, metavar="N", help=_field_help("seed"))
+    training.add_argument("--artifacts", type=Path, metavar="DIR", help=_field_help("artifacts"))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
         "run",
-        parents=[common],
+        parents=[training],
         help="train, persist and evaluate a model (resumes a run given by --run-name)",
         description="Prepare data, train with checkpoints, save weights and model, evaluate the "
         "saved model. Running an unfinished run's name again resumes it from its checkpoint.",
     )
-    run.add_argument("--dataset", metavar="SOURCE", help=_field_help("dataset"))
-    run.add_argument("--model", choices=["mlp", "cnn"], help=_field_help("model"))
-    run.add_argument("--epochs", type=int, metavar="N", help=_field_help("epochs"))
-    run.add_argument("--batch-size", type=int, metavar="N", help=_field_help("batch_size"))
-    run.add_argument("--patience", type=int, metavar="N", help=_field_help("patience"))
-    run.add_argument("--seed", type=int, metavar="N", help=_field_help("seed"))
     run.add_argument(
         "--run-name",
         metavar="NAME",
         help=f"{RunConfig.model_fields['run_name'].description} (default: a new unique name)",
     )
-    run.add_argument("--artifacts", type=Path, metavar="DIR", help=_field_help("artifacts"))
     run.add_argument("--fresh", action="store_true", default=None, help=_field_help("fresh"))
     run.add_argument(
         "--checkpoint-every", type=int, metavar="N", help=_field_help("checkpoint_every")
@@ -72,6 +76,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kill-at-step", type=int, metavar="STEP", help=_field_help("kill_at_step"))
     run.add_argument(
         "--json", action="store_true", help="print one JSON summary on stdout (logs go to stderr)"
+    )
+
+    demo = commands.add_parser(
+        "demo-crash",
+        parents=[training],
+        help="kill a training run with SIGKILL, resume it, and report what it cost",
+        description="Train with `trainflow run`, SIGKILL the process right after a chosen or "
+        "random step, run it again with the same run name, and report where it died, which "
+        "checkpoint it resumed from, the steps redone and the time lost. With --verify, also "
+        "train uninterrupted and compare the final weights bit for bit.",
+    )
+    demo.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        default=DEMO_CHECKPOINT_EVERY,
+        help=f"checkpoint every N steps (default: {DEMO_CHECKPOINT_EVERY})",
+    )
+    demo.add_argument(
+        "--kill-at-step",
+        type=int,
+        metavar="STEP",
+        help="kill right after this global step (default: a random step)",
+    )
+    demo.add_argument(
+        "--verify",
+        action="store_true",
+        help="also train uninterrupted (deterministically) and compare the final weights",
     )
 
     runs = commands.add_parser(
@@ -94,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "demo-crash":
+            return _demo_crash(args)
         return _list_runs(args)
     except Exception as error:
         from trainflow.errors import is_user_input_error
@@ -130,8 +164,19 @@ def _run(args: argparse.Namespace) -> int:
     from trainflow.sources import locate_source_files
 
     locate_source_files(config.source)  # a missing path fails here, before any server starts
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        from trainflow.prefect_server import LocalServer
+
+        server = LocalServer().start()  # it boots while TensorFlow is imported below
+        os.environ["PREFECT_API_URL"] = server.api_url
+        # At exit, after Prefect's own exit handlers (registered later, run earlier) have sent
+        # the last logs and events to it.
+        atexit.register(server.stop)
     from flows.training import training_flow
 
+    if server is not None:
+        server.wait_until_healthy()
     # Libraries print to stdout; with --json, stdout carries the summary and nothing else.
     output = sys.stderr if args.json else sys.stdout
     with contextlib.redirect_stdout(output):
@@ -144,6 +189,17 @@ def _run(args: argparse.Namespace) -> int:
             f"{summary.epochs_completed} epochs; model {summary.model_path}"
         )
     return 0
+
+
+def _demo_crash(args: argparse.Namespace) -> int:
+    config = _config_from(args)
+    if config is None:
+        return EXIT_USER_ERROR
+    from trainflow.demo import demo_crash, format_report
+
+    report = demo_crash(config, args.verify)
+    print(format_report(report))
+    return 0 if report.identical in (None, True) else EXIT_RUN_FAILED
 
 
 def _list_runs(args: argparse.Namespace) -> int:

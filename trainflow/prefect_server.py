@@ -1,0 +1,113 @@
+"""A local Prefect server process (`prefect server start`) bound to 127.0.0.1.
+
+`trainflow run` starts one for itself when no `PREFECT_API_URL` is set, instead of Prefect's
+ephemeral server: that one is an ordinary child process, so when a run is SIGKILLed it lives on,
+holding the run's output pipes open. Ours is stopped by the kernel when its owner dies (Linux).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+SERVER_START_TIMEOUT = 120
+PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def is_healthy(api_url: str) -> bool:
+    """True when the server at `api_url` answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: ask the kernel to SIGTERM it when its parent dies."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class LocalServer:
+    """`prefect server start` on a free loopback port; use `start`, `wait_until_healthy`, `stop`,
+    or the object as a context manager."""
+
+    def __init__(self, home: Path | None = None, services: bool = False) -> None:
+        self.home = home
+        self.services = services
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.process: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile(mode="w+")
+
+    def start(self) -> LocalServer:
+        """Start the server process without waiting for it."""
+        environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+        environment.update(PREFECT_UI_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        if self.home is not None:
+            environment["PREFECT_HOME"] = str(self.home)
+        arguments = [
+            str(Path(sys.executable).with_name("prefect")),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        if not self.services:
+            arguments.append("--no-services")
+        self.process = subprocess.Popen(
+            arguments,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_stop_with_parent,
+        )
+        return self
+
+    def wait_until_healthy(self, timeout: float = SERVER_START_TIMEOUT) -> None:
+        """Block until the server answers; raise with its log if it exits or takes too long."""
+        deadline = time.monotonic() + timeout
+        while not is_healthy(self.api_url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                raise RuntimeError(
+                    f"the Prefect server on port {self.port} did not start: {self.log.read()[-2000:]}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 30 s)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+    def __enter__(self) -> LocalServer:
+        self.start().wait_until_healthy()
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.stop()
