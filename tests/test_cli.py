@@ -6,12 +6,25 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
 
 CLI_TIMEOUT = 300
+
+
+def processes_with_environment(entry: bytes) -> list[int]:
+    """Ids of the processes whose environment holds `entry` (NAME=value)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if entry in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
 
 
 def trainflow(*args, env, check_status=0):
@@ -135,6 +148,12 @@ def test_sigkilled_run_resumes_when_started_again_with_its_name(
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+    # The run's local Prefect server went down with it: no process of this PREFECT_HOME is left.
+    home = f"PREFECT_HOME={cli_environment['PREFECT_HOME']}".encode()
+    deadline = time.monotonic() + 30
+    while processes_with_environment(home):
+        assert time.monotonic() < deadline, "the killed run's Prefect server outlived it"
+        time.sleep(0.2)
     listed = trainflow("runs", "--artifacts", artifacts, env=cli_environment).stdout
     assert "killed  interrupted" in listed
 
