@@ -34,4 +34,4 @@ def training_flow(config: RunConfig = RunConfig()) -> RunSummary:
     weights = persist_weights_task(training, paths)
     persisted = persist_model_task(training, weights, paths)
     evaluation = evaluate_model_task(persisted, training, data, paths)
-    return finish_run_task(paths, training, persisted, evaluation)
+    return finish_run_task(config, paths, training, persisted, evaluation)

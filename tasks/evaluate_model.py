@@ -96,6 +96,14 @@ def evaluate_model(
     return evaluation
 
 
+def accuracy_on(model_path: Path, test_split: Path) -> float:
+    """Test accuracy of the saved `.keras` model at `model_path` on a prepared test split."""
+    images, labels = read_split(test_split)
+    model = keras.models.load_model(model_path, safe_mode=True)
+    _, predictions = _loss_and_predictions(model, images, labels)
+    return float((predictions == labels).mean())
+
+
 def _loss_and_predictions(
     model: keras.Model, images: np.ndarray, labels: np.ndarray
 ) -> tuple[float, np.ndarray]:

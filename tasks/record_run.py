@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
@@ -29,6 +31,7 @@ class RunSummary(BaseModel):
     weights_path: Path
     saved_model_path: Path
     evaluation_path: Path
+    data_fingerprint: str
     test_accuracy: float
     test_loss: float
     epochs_completed: int
@@ -54,6 +57,7 @@ def finish_run(
         weights_path=persisted.weights,
         saved_model_path=persisted.saved_model,
         evaluation_path=evaluation.path,
+        data_fingerprint=training.data_fingerprint,
         test_accuracy=evaluation.accuracy,
         test_loss=evaluation.loss,
         epochs_completed=training.epochs_completed,
@@ -71,6 +75,40 @@ def finish_run(
     return summary
 
 
+def summary_key(run_name: str) -> str:
+    """The stable key of a run's summary artifact (artifact keys allow a-z, 0-9 and dashes)."""
+    return "trainflow-run-" + re.sub(r"[^a-z0-9]+", "-", run_name.lower()).strip("-")
+
+
+def summary_markdown(config: RunConfig, summary: RunSummary, extra: str = "") -> str:
+    """The run summary shown in the Prefect UI: parameters, data, resume events, metrics."""
+    resumed = (
+        "never interrupted"
+        if summary.resumed_from is None
+        else f"resumed after {summary.resumed_from} epochs (global step {summary.resumed_from_step})"
+    )
+    parameters = "\n".join(
+        f"| `{name}` | `{value}` |" for name, value in config.model_dump(mode="json").items()
+    )
+    return f"""# trainflow run `{summary.run_name}`
+
+| metric | value |
+| --- | --- |
+| test accuracy | {summary.test_accuracy:.4f} |
+| test loss | {summary.test_loss:.4f} |
+| epochs completed | {summary.epochs_completed} (best: {summary.best_epoch}, stopped early: {summary.stopped_early}) |
+| resume | {resumed} |
+| data | `{config.dataset}` (prepared data `{summary.data_fingerprint}`) |
+| model | `{summary.model_path}` |
+{extra}
+## Parameters
+
+| parameter | value |
+| --- | --- |
+{parameters}
+"""
+
+
 @task(name="start_run")
 def start_run_task(config: RunConfig) -> RunPaths:
     """Open the run named in `config`, or a new one named after the Prefect flow run."""
@@ -78,4 +116,19 @@ def start_run_task(config: RunConfig) -> RunPaths:
     return open_run(config, run_name, flow_run_id=flow_run.id)
 
 
-finish_run_task = task(finish_run, name="finish_run")
+@task(name="finish_run")
+def finish_run_task(
+    config: RunConfig,
+    paths: RunPaths,
+    training: TrainingResult,
+    persisted: PersistedModel,
+    evaluation: Evaluation,
+) -> RunSummary:
+    """Close the run and publish its summary artifact."""
+    summary = finish_run(paths, training, persisted, evaluation)
+    create_markdown_artifact(
+        key=summary_key(summary.run_name),
+        markdown=summary_markdown(config, summary),
+        description=f"Summary of trainflow run {summary.run_name}",
+    )
+    return summary

@@ -3,16 +3,13 @@
 import json
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed
 
 from tests.conftest import REPO_ROOT, STEPS_PER_EPOCH, TRAINFLOW
-
-PREFECT = str(Path(sys.executable).with_name("prefect"))
+from trainflow.prefect_server import PREFECT_COMMAND
 
 
 def test_crashed_flow_run_resumes_through_prefect_flow_run_retry(
@@ -56,7 +53,7 @@ def test_crashed_flow_run_resumes_through_prefect_flow_run_retry(
 
     retry = subprocess.run(
         [
-            PREFECT,
+            PREFECT_COMMAND,
             "flow-run",
             "retry",
             flow_run_id,

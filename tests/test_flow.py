@@ -5,7 +5,6 @@ import json
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.training import training_flow
 from trainflow.config import RunConfig
@@ -18,10 +17,7 @@ def task_run_counts(flow_run_id) -> dict[str, int]:
     """How many attempts each task of a flow run took."""
     with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-            # This server version rejects the client's default of null for both.
-            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-            limit=50,
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
     return {task_run.task_key.split("-")[0]: task_run.run_count for task_run in task_runs}
 

@@ -106,6 +106,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train uninterrupted (deterministically) and compare the final weights",
     )
 
+    stack = commands.add_parser(
+        "stack",
+        parents=[common],
+        help="start or stop a local Prefect server, work pool, deployments and worker",
+        description="up: start `prefect server start` on 127.0.0.1 (database under "
+        ".prefect-home), create the process work pool, deploy deployments/prefect.yaml and start a "
+        "worker; down: stop the processes up started. Run it from the repository root.",
+    )
+    stack.add_argument("action", choices=["up", "down"])
+    stack.add_argument("--port", type=int, default=4200, help="server port (default: 4200)")
+    stack.add_argument(
+        "--home",
+        type=Path,
+        default=Path(".prefect-home"),
+        metavar="DIR",
+        help="PREFECT_HOME of the stack: database, logs, process ids (default: .prefect-home)",
+    )
+
+    models = commands.add_parser(
+        "models", parents=[common], help="list the model registry's versions and the champion"
+    )
+    promote = commands.add_parser(
+        "promote", parents=[common], help="make a registered run's model the champion"
+    )
+    promote.add_argument("run_name", metavar="RUN")
+    rollback = commands.add_parser(
+        "rollback", parents=[common], help="make the previous champion the champion again"
+    )
+    for registry_command in (models, promote, rollback):
+        registry_command.add_argument(
+            "--artifacts",
+            type=Path,
+            default=Path("artifacts"),
+            metavar="DIR",
+            help="root directory of all outputs (default: artifacts)",
+        )
+
     runs = commands.add_parser(
         "runs", parents=[common], help="list runs with their status and metrics"
     )
@@ -128,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "demo-crash":
             return _demo_crash(args)
+        if args.command == "stack":
+            return _stack(args)
+        if args.command in ("models", "promote", "rollback"):
+            return _registry(args)
         return _list_runs(args)
     except Exception as error:
         from trainflow.errors import is_user_input_error
@@ -202,6 +243,70 @@ def _demo_crash(args: argparse.Namespace) -> int:
     return 0 if report.identical in (None, True) else EXIT_RUN_FAILED
 
 
+def _stack(args: argparse.Namespace) -> int:
+    from trainflow.stack import stack_down, stack_up
+
+    project_dir = Path.cwd()
+    if not (project_dir / "deployments" / "prefect.yaml").is_file():
+        print("trainflow: error: run `trainflow stack` from the repository root", file=sys.stderr)
+        return EXIT_USER_ERROR
+    home = args.home.resolve()
+    if args.action == "down":
+        stack = stack_down(home)
+        print(
+            f"Stopped the worker (pid {stack.worker_pid}) and the server (pid {stack.server_pid})"
+        )
+        return 0
+    stack = stack_up(project_dir, home, args.port)
+    print(
+        f"Prefect server {stack.api_url} (UI: {stack.api_url.removesuffix('/api')}), worker pid "
+        f"{stack.worker_pid}. Point prefect commands at it with:\n"
+        f"  export PREFECT_API_URL={stack.api_url}"
+    )
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from trainflow.paths import ArtifactPaths
+    from trainflow.registry import Registry
+
+    registry = Registry(ArtifactPaths.at(args.artifacts))
+    if args.command == "promote":
+        print(f"Champion: {registry.promote(args.run_name).run_name}")
+        return 0
+    if args.command == "rollback":
+        print(f"Champion: {registry.rollback().run_name}")
+        return 0
+    champion = registry.champion()
+    versions = registry.versions()
+    if not versions:
+        print(f"No models registered under {args.artifacts}")
+        return 0
+    header = ("RUN", "STATUS", "TEST ACCURACY", "DATA", "CODE", "REGISTERED", "REASON")
+    rows = [
+        (
+            version.run_name,
+            "champion" if champion and champion.run_name == version.run_name else version.decision,
+            f"{version.test_accuracy:.4f}",
+            version.data_fingerprint,
+            version.code_version,
+            version.registered_at,
+            version.reason,
+        )
+        for version in versions
+    ]
+    _print_table(header, rows)
+    return 0
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple]) -> None:
+    widths = [
+        max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))
+    ]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
 def _list_runs(args: argparse.Namespace) -> int:
     from trainflow.paths import ArtifactPaths
     from trainflow.runs import list_runs
@@ -225,11 +330,7 @@ def _list_runs(args: argparse.Namespace) -> int:
         )
         for record in records
     ]
-    widths = [
-        max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))
-    ]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _print_table(header, rows)
     return 0
 
 

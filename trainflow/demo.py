@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -66,7 +66,7 @@ def plan_kill_step(config: RunConfig) -> tuple[int, int, int]:
 def demo_crash(config: RunConfig, verify: bool) -> DemoReport:
     """Run `config` killed right after step `config.kill_at_step` (random if None), run it again
     to completion, and with `verify` also run it uninterrupted and compare the final weights."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     config = config.model_copy(
         update={
             "run_name": config.run_name or f"demo-crash-{stamp}",

@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 SERVER_START_TIMEOUT = 120
+# The `prefect` command of this environment (the worker and the server must run in it).
+PREFECT_COMMAND = str(Path(sys.executable).with_name("prefect"))
 PR_SET_PDEATHSIG = 1
 
 
@@ -45,25 +47,39 @@ def _stop_with_parent() -> None:
 
 
 class LocalServer:
-    """`prefect server start` on a free loopback port; use `start`, `wait_until_healthy`, `stop`,
-    or the object as a context manager."""
+    """`prefect server start` on a loopback port; use `start`, `wait_until_healthy`, `stop`, or the
+    object as a context manager.
 
-    def __init__(self, home: Path | None = None, services: bool = False) -> None:
+    By default the server is tied to this process (it stops when this process dies); `detached`
+    puts it in a session of its own that outlives this process, for a long-lived local stack.
+    """
+
+    def __init__(
+        self,
+        home: Path | None = None,
+        services: bool = False,
+        port: int | None = None,
+        detached: bool = False,
+        log: Path | None = None,
+    ) -> None:
         self.home = home
         self.services = services
-        self.port = free_port()
+        self.port = port or free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.detached = detached
         self.process: subprocess.Popen | None = None
-        self.log = tempfile.TemporaryFile(mode="w+")
+        self.log = log.open("w+") if log is not None else tempfile.TemporaryFile(mode="w+")
 
     def start(self) -> LocalServer:
         """Start the server process without waiting for it."""
         environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-        environment.update(PREFECT_UI_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        # A server for one run needs no UI; a long-lived one is there to be looked at.
+        environment["PREFECT_UI_ENABLED"] = "true" if self.detached else "false"
+        environment["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         if self.home is not None:
             environment["PREFECT_HOME"] = str(self.home)
         arguments = [
-            str(Path(sys.executable).with_name("prefect")),
+            PREFECT_COMMAND,
             "server",
             "start",
             "--host",
@@ -79,7 +95,8 @@ class LocalServer:
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_stop_with_parent,
+            start_new_session=self.detached,
+            preexec_fn=None if self.detached else _stop_with_parent,
         )
         return self
 

@@ -1,0 +1,25 @@
+"""The retraining flow: train a challenger, then promote it or record why not."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from prefect import flow
+from pydantic import Field
+
+from flows.training import training_flow
+from tasks.promote_challenger import PromotionDecision, promote_challenger_task
+from trainflow.config import RunConfig
+
+DEFAULT_TOLERANCE = 0.005
+
+
+@flow(name="trainflow-retrain")
+def retraining_flow(
+    config: RunConfig = RunConfig(),
+    tolerance: Annotated[float, Field(ge=0, le=1)] = DEFAULT_TOLERANCE,
+) -> PromotionDecision:
+    """Train a new model (a run of the training flow) and make it the champion if its test
+    accuracy is at least the champion's minus `tolerance`."""
+    summary = training_flow(config)
+    return promote_challenger_task(config, summary, tolerance)

@@ -1,0 +1,99 @@
+"""Retraining's last stage: register the new model and promote it if it is at least as good."""
+
+from __future__ import annotations
+
+import logging
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+
+from tasks.evaluate_model import accuracy_on
+from tasks.record_run import RunSummary, summary_key, summary_markdown
+from trainflow.config import RunConfig
+from trainflow.paths import ArtifactPaths
+from trainflow.registry import ModelVersion, Registry, code_version, now
+
+logger = logging.getLogger("trainflow.promote")
+
+
+class PromotionDecision(BaseModel):
+    """Whether the challenger became the champion, and why."""
+
+    run_name: str
+    promoted: bool
+    reason: str
+    challenger_accuracy: float
+    champion_run: str | None
+    champion_accuracy: float | None
+    tolerance: float
+
+
+def promote_challenger(
+    config: RunConfig, summary: RunSummary, tolerance: float
+) -> PromotionDecision:
+    """Register `summary`'s model; promote it when its test accuracy is at least the champion's
+    minus `tolerance`, both measured on the challenger's test data."""
+    artifacts = ArtifactPaths.at(config.artifacts)
+    registry = Registry(artifacts)
+    with registry.locked():
+        champion = registry.champion_version()
+        if champion is None:
+            champion_accuracy, promoted, reason = None, True, "first model: no champion yet"
+        else:
+            champion_accuracy = (
+                champion.test_accuracy
+                if champion.data_fingerprint == summary.data_fingerprint
+                else accuracy_on(
+                    champion.model_path, artifacts.data(summary.data_fingerprint).split("test")
+                )
+            )
+            promoted = summary.test_accuracy >= champion_accuracy - tolerance
+            comparison = ">=" if promoted else "<"
+            reason = (
+                f"test accuracy {summary.test_accuracy:.4f} {comparison} champion {champion.run_name}'s "
+                f"{champion_accuracy:.4f} - tolerance {tolerance}"
+            )
+        registry.register(
+            ModelVersion(
+                run_name=summary.run_name,
+                decision="promoted" if promoted else "rejected",
+                reason=reason,
+                test_accuracy=summary.test_accuracy,
+                test_loss=summary.test_loss,
+                data_fingerprint=summary.data_fingerprint,
+                model_path=summary.model_path,
+                weights_path=summary.weights_path,
+                saved_model_path=summary.saved_model_path,
+                parameters=config.model_dump(mode="json"),
+                code_version=code_version(),
+                registered_at=now(),
+            )
+        )
+    logger.info("%s %s: %s", "Promoted" if promoted else "Rejected", summary.run_name, reason)
+    return PromotionDecision(
+        run_name=summary.run_name,
+        promoted=promoted,
+        reason=reason,
+        challenger_accuracy=summary.test_accuracy,
+        champion_run=None if champion is None else champion.run_name,
+        champion_accuracy=champion_accuracy,
+        tolerance=tolerance,
+    )
+
+
+@task(name="promote_challenger")
+def promote_challenger_task(
+    config: RunConfig, summary: RunSummary, tolerance: float
+) -> PromotionDecision:
+    """Decide, and add the decision to the run's summary artifact."""
+    decision = promote_challenger(config, summary, tolerance)
+    verdict = "promoted to champion" if decision.promoted else "rejected"
+    create_markdown_artifact(
+        key=summary_key(summary.run_name),
+        markdown=summary_markdown(
+            config, summary, extra=f"| promotion | {verdict}: {decision.reason} |\n"
+        ),
+        description=f"Summary of trainflow run {summary.run_name}",
+    )
+    return decision

@@ -1,0 +1,148 @@
+"""The model registry under `artifacts/registry/`: every registered version and the champion.
+
+`versions.json` lists every version (run, metrics, data fingerprint, parameters, code version,
+decision); `champion.json` points at the champion's run and remembers the earlier champions for
+`rollback`. Both are replaced atomically, and every change holds `registry.lock`, so concurrent
+promotions are serialised.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+import trainflow
+from trainflow.atomic import write_json
+from trainflow.errors import UserInputError
+from trainflow.paths import ArtifactPaths
+
+
+class ModelVersion(BaseModel):
+    """One trained model as the registry records it."""
+
+    run_name: str
+    decision: Literal["promoted", "rejected"]
+    reason: str
+    test_accuracy: float
+    test_loss: float
+    data_fingerprint: str
+    model_path: Path
+    weights_path: Path
+    saved_model_path: Path
+    parameters: dict[str, Any]
+    code_version: str
+    registered_at: str
+
+
+class Champion(BaseModel):
+    """The champion pointer: the current champion's run and the ones before it, newest last."""
+
+    run_name: str
+    previous: list[str] = []
+    changed_at: str
+
+
+def code_version(repository: Path = Path(__file__).resolve().parents[1]) -> str:
+    """The git commit of the code, or the package version outside a git checkout."""
+    try:
+        completed = subprocess.run(
+            ["git", "-C", str(repository), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return f"trainflow {trainflow.__version__}"
+    return completed.stdout.strip()
+
+
+class Registry:
+    """Read and change the registry of one artifacts root."""
+
+    def __init__(self, artifacts: ArtifactPaths) -> None:
+        self.root = artifacts.root / "registry"
+        self.versions_file = self.root / "versions.json"
+        self.champion_file = self.root / "champion.json"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the registry's lock (blocking until other writers are done)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "registry.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def versions(self) -> list[ModelVersion]:
+        if not self.versions_file.is_file():
+            return []
+        return [
+            ModelVersion.model_validate(item) for item in json.loads(self.versions_file.read_text())
+        ]
+
+    def champion(self) -> Champion | None:
+        if not self.champion_file.is_file():
+            return None
+        return Champion.model_validate_json(self.champion_file.read_text())
+
+    def version(self, run_name: str) -> ModelVersion:
+        """The newest registered version of `run_name`."""
+        for version in reversed(self.versions()):
+            if version.run_name == run_name:
+                return version
+        raise UserInputError(
+            f"run {run_name!r} is not in the model registry {self.versions_file}; "
+            "`trainflow models` lists the registered runs"
+        )
+
+    def champion_version(self) -> ModelVersion | None:
+        champion = self.champion()
+        return None if champion is None else self.version(champion.run_name)
+
+    def register(self, version: ModelVersion) -> None:
+        """Append `version`; make it the champion when its decision is `promoted`. Call locked."""
+        versions = [item.model_dump(mode="json") for item in self.versions()]
+        write_json(self.versions_file, [*versions, version.model_dump(mode="json")])
+        if version.decision == "promoted":
+            self._point_at(version.run_name)
+
+    def promote(self, run_name: str) -> Champion:
+        """Make the registered run `run_name` the champion, whatever its decision was."""
+        with self.locked():
+            self.version(run_name)
+            return self._point_at(run_name)
+
+    def rollback(self) -> Champion:
+        """Make the previous champion the champion again."""
+        with self.locked():
+            champion = self.champion()
+            if champion is None or not champion.previous:
+                raise UserInputError(
+                    f"there is no earlier champion to roll back to in {self.champion_file}"
+                )
+            pointer = Champion(
+                run_name=champion.previous[-1], previous=champion.previous[:-1], changed_at=now()
+            )
+            write_json(self.champion_file, pointer.model_dump())
+            return pointer
+
+    def _point_at(self, run_name: str) -> Champion:
+        current = self.champion()
+        previous = [] if current is None else [*current.previous, current.run_name]
+        if current is not None and current.run_name == run_name:
+            previous = current.previous
+        pointer = Champion(run_name=run_name, previous=previous, changed_at=now())
+        write_json(self.champion_file, pointer.model_dump())
+        return pointer
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
