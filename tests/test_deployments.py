@@ -1,0 +1,179 @@
+"""The deployments on a real local stack: `prefect server start`, a process worker, the work pool
+and the deployments of deployments/prefect.yaml, driven as a user drives them."""
+
+import json
+import os
+import subprocess
+import time
+from datetime import timedelta
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.schedules import IntervalSchedule
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tests.conftest import REPO_ROOT, STEPS_PER_EPOCH, TRAINFLOW
+from trainflow.prefect_server import PREFECT_COMMAND, free_port
+from trainflow.stack import stack_down, stack_up
+
+RUN_TIMEOUT = 300
+# A worker that asks for work every second and a scheduler that looks every 2 s keep tests short.
+FAST_POLLING = {
+    "PREFECT_WORKER_QUERY_SECONDS": "1",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """`trainflow stack up` on a free port with its own PREFECT_HOME; `down` afterwards."""
+    home = tmp_path_factory.mktemp("stack-home")
+    saved = {name: os.environ.get(name) for name in FAST_POLLING}
+    os.environ.update(FAST_POLLING)
+    try:
+        running = stack_up(REPO_ROOT, home, free_port())
+        try:
+            yield running
+        finally:
+            stack_down(home)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def client(stack):
+    with (
+        temporary_settings({PREFECT_API_URL: stack.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        yield client
+
+
+def deployment_run(stack, name: str, *params: str) -> subprocess.CompletedProcess:
+    """`prefect deployment run NAME --param ... --watch`, as the README shows it."""
+    arguments = [PREFECT_COMMAND, "deployment", "run", name, "--watch"]
+    for param in params:
+        arguments += ["--param", param]
+    return subprocess.run(
+        arguments,
+        env={**os.environ, "PREFECT_API_URL": stack.api_url},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+
+def small_config(idx_dir, artifacts, **options) -> str:
+    config = {"dataset": f"idx:{idx_dir}", "epochs": 2, "artifacts": str(artifacts), **options}
+    return "config=" + json.dumps(config)
+
+
+def wait_for_state(client, flow_run_id, is_done, timeout=RUN_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.read_flow_run(flow_run_id).state
+        if is_done(state):
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {flow_run_id} still {state.type} after {timeout} s")
+
+
+def test_deployment_run_trains_and_writes_the_files(stack, idx_dir, artifacts):
+    completed = deployment_run(stack, "trainflow/train", small_config(idx_dir, artifacts))
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "Flow run finished successfully in 'Completed'" in completed.stdout
+    (run_dir,) = (artifacts / "runs").iterdir()
+    for name in ("model/model.keras", "model/model.weights.h5", "evaluation.json"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+
+
+def test_two_retraining_runs_are_registered_and_judged(stack, idx_dir, artifacts, cli_environment):
+    for epochs in (2, 1):
+        completed = deployment_run(
+            stack,
+            "trainflow-retrain/nightly-retrain",
+            small_config(idx_dir, artifacts, epochs=epochs),
+            "tolerance=0.0",
+        )
+        assert completed.returncode == 0, completed.stdout[-3000:]
+    versions = json.loads((artifacts / "registry" / "versions.json").read_text())
+    first, second = versions
+    assert first["decision"] == "promoted" and first["reason"] == "first model: no champion yet"
+    expected = "promoted" if second["test_accuracy"] >= first["test_accuracy"] else "rejected"
+    assert second["decision"] == expected
+    champion = json.loads((artifacts / "registry" / "champion.json").read_text())
+    assert champion["run_name"] == (second if expected == "promoted" else first)["run_name"]
+    assert second["parameters"]["epochs"] == 1 and second["code_version"]
+    listed = subprocess.run(
+        [TRAINFLOW, "models", "--artifacts", str(artifacts)],
+        env=cli_environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for version in versions:
+        assert version["run_name"] in listed
+    assert "champion" in listed
+
+
+def test_killed_flow_run_is_crashed_then_retried_and_resumes(stack, client, idx_dir, artifacts):
+    from prefect.deployments import run_deployment
+
+    parameters = {
+        "config": {
+            "dataset": f"idx:{idx_dir}",
+            "epochs": 3,
+            "checkpoint_every": 4,
+            "kill_at_step": STEPS_PER_EPOCH + 6,  # epoch 2; last checkpoint at step 12
+            "artifacts": str(artifacts),
+        }
+    }
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        flow_run = run_deployment("trainflow/train", parameters=parameters, timeout=0)
+    state = wait_for_state(client, flow_run.id, lambda state: state.is_final())
+    assert state.is_crashed(), state
+
+    retried = subprocess.run(
+        [PREFECT_COMMAND, "flow-run", "retry", str(flow_run.id)],
+        env={**os.environ, "PREFECT_API_URL": stack.api_url},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    state = wait_for_state(
+        client, flow_run.id, lambda state: state.is_final() and not state.is_crashed()
+    )
+    assert state.is_completed(), state
+    logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+    messages = "\n".join(log.message for log in logs)
+    assert "from checkpoint step-000000012.weights.h5: epoch 2, step 3 of the epoch" in messages
+    (run_dir,) = (artifacts / "runs").iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["resumed_from"] == 1 and record["epochs_completed"] == 3
+
+
+def test_a_deployment_on_a_short_interval_fires_by_itself(stack, client, idx_dir, artifacts):
+    deployment = client.read_deployment_by_name("trainflow/failure-demo")
+    parameters = {"config": {"dataset": f"idx:{idx_dir}", "epochs": 1, "artifacts": str(artifacts)}}
+    client.create_deployment_schedules(
+        deployment.id,
+        [(IntervalSchedule(interval=timedelta(seconds=5)), True)],
+        parameters=parameters,
+    )
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not (artifacts / "runs").is_dir() or not any(
+        json.loads(path.read_text())["status"] == "completed"
+        for path in (artifacts / "runs").glob("*/run.json")
+    ):
+        assert time.monotonic() < deadline, "no scheduled run completed"
+        time.sleep(1)
+    client.delete_deployment_schedule(
+        deployment.id, client.read_deployment_schedules(deployment.id)[0].id
+    )
