@@ -13,11 +13,19 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.conftest import REPO_ROOT, STEPS_PER_EPOCH, TRAINFLOW
+from tests.conftest import (
+    REPO_ROOT,
+    STEPS_PER_EPOCH,
+    TRAINFLOW,
+    synthetic_images,
+    write_idx_pair,
+)
 from trainflow.prefect_server import PREFECT_COMMAND, free_port
 from trainflow.stack import stack_down, stack_up
 
 RUN_TIMEOUT = 300
+HEARTBEAT_SECONDS = 30
+SILENCE_SECONDS = 90  # deployments/automations.yaml
 # A worker that asks for work every second and a scheduler that looks every 2 s keep tests short.
 FAST_POLLING = {
     "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -177,3 +185,49 @@ def test_a_deployment_on_a_short_interval_fires_by_itself(stack, client, idx_dir
     client.delete_deployment_schedule(
         deployment.id, client.read_deployment_schedules(deployment.id)[0].id
     )
+
+
+@pytest.mark.slow
+def test_a_run_that_vanished_silently_is_marked_crashed_by_heartbeats(
+    stack, client, tmp_path, artifacts
+):
+    """A flow run whose process died unseen (no worker watched it) stays Running until its
+    heartbeats stop; the installed automation then marks it Crashed."""
+    source = tmp_path / "idx"
+    write_idx_pair(source, "t10k", *synthetic_images(4000, seed=1))
+    environment = {
+        **os.environ,
+        "PREFECT_API_URL": stack.api_url,
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+    }
+    arguments = [
+        TRAINFLOW,
+        "run",
+        "--dataset",
+        f"idx:{source}",
+        "--epochs",
+        "1000",
+        "--run-name",
+        "silent",
+        "--artifacts",
+        str(artifacts),
+    ]
+    process = subprocess.Popen(
+        arguments, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    record = artifacts / "runs" / "silent" / "run.json"
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not record.is_file():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.5)
+        flow_run_id = json.loads(record.read_text())["flow_run_id"]
+        time.sleep(HEARTBEAT_SECONDS + 5)  # at least one heartbeat has been sent
+    finally:
+        process.kill()
+        process.wait()
+    assert client.read_flow_run(flow_run_id).state.is_running()
+    killed_at = time.monotonic()
+    state = wait_for_state(client, flow_run_id, lambda state: not state.is_running(), timeout=300)
+    assert state.is_crashed(), state
+    assert time.monotonic() - killed_at < SILENCE_SECONDS + 60
