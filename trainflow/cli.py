@@ -134,26 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser(
         "rollback", parents=[common], help="make the previous champion the champion again"
     )
-    for registry_command in (models, promote, rollback):
-        registry_command.add_argument(
+    runs = commands.add_parser(
+        "runs", parents=[common], help="list runs with their status and metrics"
+    )
+    runs.add_argument("--json", action="store_true", help="print the runs as a JSON list")
+    for listing in (runs, models, promote, rollback):
+        listing.add_argument(
             "--artifacts",
             type=Path,
             default=Path("artifacts"),
             metavar="DIR",
             help="root directory of all outputs (default: artifacts)",
         )
-
-    runs = commands.add_parser(
-        "runs", parents=[common], help="list runs with their status and metrics"
-    )
-    runs.add_argument(
-        "--artifacts",
-        type=Path,
-        default=Path("artifacts"),
-        metavar="DIR",
-        help="root directory of all outputs (default: artifacts)",
-    )
-    runs.add_argument("--json", action="store_true", help="print the runs as a JSON list")
     return parser
 
 

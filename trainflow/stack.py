@@ -22,7 +22,6 @@ from trainflow.prefect_server import PREFECT_COMMAND, LocalServer, is_healthy
 
 WORK_POOL = "trainflow-local"
 AUTOMATIONS_FILE = Path("deployments/automations.yaml")
-DEFAULT_PORT = 4200
 STOP_TIMEOUT = 30
 
 
@@ -44,7 +43,7 @@ def stack_environment(project_dir: Path, home: Path, api_url: str) -> dict[str, 
     }
 
 
-def stack_up(project_dir: Path, home: Path, port: int = DEFAULT_PORT) -> Stack:
+def stack_up(project_dir: Path, home: Path, port: int) -> Stack:
     """Start the server, create the work pool, deploy `deployments/prefect.yaml`, install
     `deployments/automations.yaml`, and start a worker. Stops the server again if a step fails."""
     home.mkdir(parents=True, exist_ok=True)
