@@ -1,4 +1,5 @@
-"""The training flow: prepare data -> train -> persist weights -> persist model -> evaluate."""
+"""The training flow: prepare data -> train -> persist weights -> persist model -> evaluate ->
+report."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tasks.persist_model import persist_model_task
 from tasks.persist_weights import persist_weights_task
 from tasks.prepare_data import prepare_data_task
 from tasks.record_run import RunSummary, default_run_name, finish_run_task, start_run_task
+from tasks.report_run import report_run_task
 from tasks.train_model import train_model_task
 from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths
@@ -34,4 +36,5 @@ def training_flow(config: RunConfig = RunConfig()) -> RunSummary:
     weights = persist_weights_task(training, paths)
     persisted = persist_model_task(training, weights, paths)
     evaluation = evaluate_model_task(persisted, training, data, paths)
-    return finish_run_task(config, paths, training, persisted, evaluation)
+    report = report_run_task(training, evaluation, data, paths)
+    return finish_run_task(config, paths, training, persisted, evaluation, report)

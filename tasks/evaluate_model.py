@@ -16,6 +16,12 @@ from tasks.prepare_data import PreparedData
 from tasks.train_model import TrainingResult
 from trainflow.atomic import write_json
 from trainflow.dataset import read_split
+from trainflow.metrics import (
+    ClassificationReport,
+    classification_report,
+    write_predictions,
+    write_report_tables,
+)
 from trainflow.models import build_model
 from trainflow.paths import RunPaths
 from trainflow.stages import input_key, mark_stage_done, stage_is_done
@@ -38,6 +44,8 @@ class Evaluation(BaseModel):
     accuracy: float
     per_class_accuracy: list[float]
     num_examples: int
+    report: ClassificationReport
+    predictions: Path
     keras_model: Path
     weights: Path
     weights_model_loss: float
@@ -55,14 +63,16 @@ def evaluate_model(
     the test split; require that they agree; write `paths.evaluation`. Skipped when an earlier
     attempt already did it for this training result and these files."""
     key = input_key(persisted.model_dump(mode="json"), training.model_identity, data.fingerprint)
-    if stage_is_done(paths, STAGE, key, [paths.evaluation]):
+    if stage_is_done(paths, STAGE, key, [paths.evaluation, paths.predictions_table]):
         return Evaluation.model_validate_json(paths.evaluation.read_text())
     images, labels = read_split(data.paths.split("test"))
     loaded = keras.models.load_model(persisted.keras_model, safe_mode=True)
     rebuilt = build_model(training.model_kind, training.image_shape, training.num_classes)
     rebuilt.load_weights(persisted.weights)
-    loaded_loss, loaded_predictions = _loss_and_predictions(loaded, images, labels)
-    rebuilt_loss, rebuilt_predictions = _loss_and_predictions(rebuilt, images, labels)
+    loaded_loss, probabilities = _loss_and_probabilities(loaded, images, labels)
+    rebuilt_loss, rebuilt_probabilities = _loss_and_probabilities(rebuilt, images, labels)
+    loaded_predictions = probabilities.argmax(axis=1)
+    rebuilt_predictions = rebuilt_probabilities.argmax(axis=1)
     if not np.array_equal(loaded_predictions, rebuilt_predictions) or not math.isclose(
         loaded_loss, rebuilt_loss, rel_tol=LOSS_TOLERANCE
     ):
@@ -70,15 +80,16 @@ def evaluate_model(
             f"{persisted.keras_model} and {persisted.weights} give different results on the test "
             f"set (loss {loaded_loss} vs {rebuilt_loss}); persist the model again"
         )
-    correct = loaded_predictions == labels
-    per_class_accuracy = [
-        float(correct[labels == label].mean()) for label in range(training.num_classes)
-    ]
+    report = classification_report(labels, loaded_predictions, training.num_classes)
+    write_report_tables(report, paths.per_class_table, paths.confusion_table)
+    write_predictions(paths.predictions_table, labels, probabilities)
     evaluation = Evaluation(
         loss=loaded_loss,
-        accuracy=float(correct.mean()),
-        per_class_accuracy=per_class_accuracy,
+        accuracy=float((loaded_predictions == labels).mean()),
+        per_class_accuracy=[item.recall for item in report.per_class],
         num_examples=len(labels),
+        report=report,
+        predictions=paths.predictions_table,
         keras_model=persisted.keras_model,
         weights=persisted.weights,
         weights_model_loss=rebuilt_loss,
@@ -100,18 +111,18 @@ def accuracy_on(model_path: Path, test_split: Path) -> float:
     """Test accuracy of the saved `.keras` model at `model_path` on a prepared test split."""
     images, labels = read_split(test_split)
     model = keras.models.load_model(model_path, safe_mode=True)
-    _, predictions = _loss_and_predictions(model, images, labels)
-    return float((predictions == labels).mean())
+    _, probabilities = _loss_and_probabilities(model, images, labels)
+    return float((probabilities.argmax(axis=1) == labels).mean())
 
 
-def _loss_and_predictions(
+def _loss_and_probabilities(
     model: keras.Model, images: np.ndarray, labels: np.ndarray
 ) -> tuple[float, np.ndarray]:
     metrics = model.evaluate(
         images, labels, batch_size=EVALUATION_BATCH_SIZE, verbose=0, return_dict=True
     )
     probabilities = model.predict(images, batch_size=EVALUATION_BATCH_SIZE, verbose=0)
-    return float(metrics["loss"]), probabilities.argmax(axis=1)
+    return float(metrics["loss"]), probabilities
 
 
 evaluate_model_task = task(evaluate_model, name="evaluate_model", retries=1)

@@ -9,7 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from tasks.evaluate_model import accuracy_on
-from tasks.record_run import RunSummary, summary_key, summary_markdown
+from tasks.record_run import RunSummary, summary_markdown
+from trainflow.artifact_keys import summary_key
 from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths
 from trainflow.registry import ModelVersion, Registry, code_version, now

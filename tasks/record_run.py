@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from prefect import task
@@ -12,7 +11,9 @@ from pydantic import BaseModel
 
 from tasks.evaluate_model import Evaluation
 from tasks.persist_model import PersistedModel
+from tasks.report_run import RunReport
 from tasks.train_model import TrainingResult
+from trainflow.artifact_keys import summary_key
 from trainflow.config import RunConfig
 from trainflow.paths import RunPaths
 from trainflow.runs import close_run, open_run
@@ -31,9 +32,11 @@ class RunSummary(BaseModel):
     weights_path: Path
     saved_model_path: Path
     evaluation_path: Path
+    reports_dir: Path
     data_fingerprint: str
     test_accuracy: float
     test_loss: float
+    macro_f1: float
     epochs_completed: int
     best_epoch: int
     stopped_early: bool
@@ -47,7 +50,11 @@ def default_run_name(flow_run_name: str, flow_run_id: str) -> str:
 
 
 def finish_run(
-    paths: RunPaths, training: TrainingResult, persisted: PersistedModel, evaluation: Evaluation
+    paths: RunPaths,
+    training: TrainingResult,
+    persisted: PersistedModel,
+    evaluation: Evaluation,
+    report: RunReport,
 ) -> RunSummary:
     """Mark the run completed and summarise it."""
     summary = RunSummary(
@@ -57,9 +64,11 @@ def finish_run(
         weights_path=persisted.weights,
         saved_model_path=persisted.saved_model,
         evaluation_path=evaluation.path,
+        reports_dir=report.learning_curves.parent,
         data_fingerprint=training.data_fingerprint,
         test_accuracy=evaluation.accuracy,
         test_loss=evaluation.loss,
+        macro_f1=evaluation.report.macro_f1,
         epochs_completed=training.epochs_completed,
         best_epoch=training.best_epoch,
         stopped_early=training.stopped_early,
@@ -73,11 +82,6 @@ def finish_run(
         test_accuracy=summary.test_accuracy,
     )
     return summary
-
-
-def summary_key(run_name: str) -> str:
-    """The stable key of a run's summary artifact (artifact keys allow a-z, 0-9 and dashes)."""
-    return "trainflow-run-" + re.sub(r"[^a-z0-9]+", "-", run_name.lower()).strip("-")
 
 
 def summary_markdown(config: RunConfig, summary: RunSummary, extra: str = "") -> str:
@@ -96,10 +100,12 @@ def summary_markdown(config: RunConfig, summary: RunSummary, extra: str = "") ->
 | --- | --- |
 | test accuracy | {summary.test_accuracy:.4f} |
 | test loss | {summary.test_loss:.4f} |
+| macro F1 | {summary.macro_f1:.4f} |
 | epochs completed | {summary.epochs_completed} (best: {summary.best_epoch}, stopped early: {summary.stopped_early}) |
 | resume | {resumed} |
 | data | `{config.dataset}` (prepared data `{summary.data_fingerprint}`) |
 | model | `{summary.model_path}` |
+| pictures | `{summary.reports_dir}`: learning_curves.png, confusion_matrix.png, confident_mistakes.png |
 {extra}
 ## Parameters
 
@@ -123,9 +129,10 @@ def finish_run_task(
     training: TrainingResult,
     persisted: PersistedModel,
     evaluation: Evaluation,
+    report: RunReport,
 ) -> RunSummary:
     """Close the run and publish its summary artifact."""
-    summary = finish_run(paths, training, persisted, evaluation)
+    summary = finish_run(paths, training, persisted, evaluation, report)
     create_markdown_artifact(
         key=summary_key(summary.run_name),
         markdown=summary_markdown(config, summary),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -20,15 +21,23 @@ from pydantic import BaseModel
 
 from tasks.prepare_data import PreparedData
 from tasks.retry_policy import retry_unless_user_input_error
+from trainflow.artifact_keys import progress_key
 from trainflow.atomic import write_json
 from trainflow.callbacks import (
     EpochLogger,
     FailAfterEpoch,
     KillAtStep,
+    ProgressArtifact,
     ResumableEarlyStopping,
     ResumeCheckpoint,
+    TerminalProgress,
 )
-from trainflow.checkpoints import ResumeState, load_latest_checkpoint, restore_random_state
+from trainflow.checkpoints import (
+    ResumePoint,
+    ResumeState,
+    load_latest_checkpoint,
+    restore_random_state,
+)
 from trainflow.config import ModelKind, RunConfig
 from trainflow.dataset import read_split
 from trainflow.errors import RunStateError
@@ -54,15 +63,25 @@ class TrainingResult(BaseModel):
     best_checkpoint_sha256: str | None
     optimizer_iterations: int
     history: dict[str, list[float]]
+    steps_per_epoch: int
+    resumes: list[ResumePoint]
 
     @property
     def model_identity(self) -> dict:
         """What identifies the trained model, however training got there (resumed or not)."""
-        return self.model_dump(mode="json", exclude={"resumed_from", "resumed_from_step"})
+        return self.model_dump(
+            mode="json", exclude={"resumed_from", "resumed_from_step", "resumes"}
+        )
 
 
-def train_model(config: RunConfig, data: PreparedData, paths: RunPaths) -> TrainingResult:
-    """Train `config.model` on `data`, resuming from the newest valid checkpoint under `paths`."""
+def train_model(
+    config: RunConfig,
+    data: PreparedData,
+    paths: RunPaths,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> TrainingResult:
+    """Train `config.model` on `data`, resuming from the newest valid checkpoint under `paths`;
+    `extra_callbacks` join every epoch's callbacks (e.g. progress reporting)."""
     state = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
     if state is None:
         _discard_stale_outputs(paths)
@@ -75,7 +94,7 @@ def train_model(config: RunConfig, data: PreparedData, paths: RunPaths) -> Train
             "Training of run %s already finished after %d epochs", paths.name, state.epochs_done
         )
     else:
-        state = _fit(config, data, paths, state)
+        state = _fit(config, data, paths, state, extra_callbacks)
     if state.best_checkpoint is None:
         raise RuntimeError(f"run {paths.name}: training ended without a best checkpoint")
     result = TrainingResult(
@@ -92,9 +111,16 @@ def train_model(config: RunConfig, data: PreparedData, paths: RunPaths) -> Train
         best_checkpoint_sha256=state.best_checkpoint_sha256,
         optimizer_iterations=state.global_step,
         history=state.history,
+        steps_per_epoch=steps_per_epoch(data.rows["train"], config.batch_size),
+        resumes=state.resumes,
     )
     write_json(paths.training_result, result.model_dump(mode="json"))
     return result
+
+
+def steps_per_epoch(train_rows: int, batch_size: int) -> int:
+    """Training steps in one epoch (the last batch may be smaller)."""
+    return math.ceil(train_rows / batch_size)
 
 
 def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
@@ -104,7 +130,11 @@ def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
 
 
 def _fit(
-    config: RunConfig, data: PreparedData, paths: RunPaths, state: ResumeState | None
+    config: RunConfig,
+    data: PreparedData,
+    paths: RunPaths,
+    state: ResumeState | None,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
 ) -> ResumeState:
     """Train from `state` (None: from scratch) to `config.epochs`, one `fit` call per epoch so that
     each epoch gets its own order and an interrupted one continues at its next batch."""
@@ -124,6 +154,12 @@ def _fit(
         model.load_weights(paths.resume_dir / state.weights_file)
         restore_random_state(model, state.seed_generator_states)
         _check_optimizer_restored(model, state, paths)
+        resume = ResumePoint(
+            epochs_done=state.epochs_done,
+            step_in_epoch=state.step_in_epoch,
+            global_step=state.global_step,
+        )
+        state = state.model_copy(update={"resumes": [*state.resumes, resume]})
         logger.info(
             "Resuming run %s from checkpoint %s: epoch %d, step %d of the epoch, global step %d",
             paths.name,
@@ -134,7 +170,7 @@ def _fit(
         )
     images, labels = read_split(data.paths.split("train"))
     validation = read_split(data.paths.split("validation"))
-    steps_per_epoch = math.ceil(len(labels) / config.batch_size)
+    steps_in_epoch = steps_per_epoch(len(labels), config.batch_size)
     paths.best_checkpoints_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(state.epochs_done, config.epochs):
         best_checkpoint = keras.callbacks.ModelCheckpoint(
@@ -150,13 +186,23 @@ def _fit(
         resume_checkpoint = ResumeCheckpoint(
             paths.resume_dir,
             state,
-            steps_per_epoch,
+            steps_in_epoch,
             config.checkpoint_every,
             config.keep_checkpoints,
             best_checkpoint,
             early_stopping,
         )
-        callbacks = [best_checkpoint, early_stopping, resume_checkpoint, EpochLogger(config.epochs)]
+        callbacks = [
+            best_checkpoint,
+            early_stopping,
+            resume_checkpoint,
+            TerminalProgress(epoch + 1, config.epochs, steps_in_epoch, state.step_in_epoch),
+            EpochLogger(config.epochs),
+            keras.callbacks.TensorBoard(
+                log_dir=str(paths.tensorboard_dir), write_graph=False, profile_batch=0
+            ),
+            *extra_callbacks,
+        ]
         if config.fail_at_epoch is not None:
             callbacks.append(FailAfterEpoch(config.fail_at_epoch))
         if config.kill_at_step is not None:
@@ -217,10 +263,15 @@ def _check_optimizer_restored(model: keras.Model, state: ResumeState, paths: Run
         )
 
 
-train_model_task = task(
-    train_model,
+@task(
     name="train_model",
     retries=2,
     retry_delay_seconds=1,
     retry_condition_fn=retry_unless_user_input_error,
 )
+def train_model_task(config: RunConfig, data: PreparedData, paths: RunPaths) -> TrainingResult:
+    """Train, with the progress published as a Prefect artifact."""
+    progress = ProgressArtifact(
+        progress_key(paths.name), config.epochs, f"Training progress of trainflow run {paths.name}"
+    )
+    return train_model(config, data, paths, extra_callbacks=[progress])

@@ -19,7 +19,7 @@ def task_run_counts(flow_run_id) -> dict[str, int]:
         task_runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
-    return {task_run.task_key.split("-")[0]: task_run.run_count for task_run in task_runs}
+    return {task_run.name.rsplit("-", 1)[0]: task_run.run_count for task_run in task_runs}
 
 
 def small_config(idx_dir, artifacts, **options) -> RunConfig:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
+import time
 from pathlib import Path
 
 import keras
@@ -164,3 +166,54 @@ class KillAtStep(keras.callbacks.Callback):
             write_json(self.marker, {"killed_at_step": self.step, "pid": os.getpid()})
             logger.warning("Killing the training process at step %d (--kill-at-step)", self.step)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TerminalProgress(keras.callbacks.Callback):
+    """A one-line progress display of epoch `epoch` (1-based): step and loss, on an interactive
+    terminal; silent when
+    stderr is not a terminal (CI, workers), where `EpochLogger`'s lines suffice."""
+
+    REFRESH_SECONDS = 0.25
+
+    def __init__(self, epoch: int, epochs: int, steps_per_epoch: int, first_step: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.first_step = first_step
+        self.enabled = sys.stderr.isatty()
+        self.shown_at = 0.0
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        now = time.monotonic()
+        if self.enabled and now - self.shown_at >= self.REFRESH_SECONDS:
+            self.shown_at = now
+            loss = (logs or {}).get("loss")
+            loss_text = "" if loss is None else f"  loss {float(loss):.4f}"
+            sys.stderr.write(
+                f"\r  epoch {self.epoch}/{self.epochs}  step {self.first_step + batch + 1}/"
+                f"{self.steps_per_epoch}{loss_text}   "
+            )
+            sys.stderr.flush()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+class ProgressArtifact(keras.callbacks.Callback):
+    """Training progress as a Prefect progress artifact, updated at the end of every epoch.
+    Create it inside a Prefect task run."""
+
+    def __init__(self, key: str, epochs: int, description: str) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        super().__init__()
+        self.epochs = epochs
+        self.artifact_id = create_progress_artifact(0.0, key=key, description=description)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        update_progress_artifact(self.artifact_id, progress=100.0 * (epoch + 1) / self.epochs)

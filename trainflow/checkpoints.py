@@ -36,6 +36,14 @@ class EarlyStoppingState(BaseModel):
     best_epoch: int = 0
 
 
+class ResumePoint(BaseModel):
+    """Where an interrupted training run was picked up again."""
+
+    epochs_done: int
+    step_in_epoch: int
+    global_step: int
+
+
 class ResumeState(BaseModel):
     """Everything needed to continue training at global step `global_step`.
 
@@ -63,6 +71,7 @@ class ResumeState(BaseModel):
     best_checkpoint_sha256: str | None = None
     best_epoch: int | None = None
     stopped_early: bool = False
+    resumes: list[ResumePoint] = []
 
 
 def checkpoint_files(resume_dir: Path, global_step: int) -> tuple[Path, Path]:

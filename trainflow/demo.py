@@ -7,7 +7,6 @@ Each run is a separate `trainflow run` process, as a user would start it; the ki
 from __future__ import annotations
 
 import json
-import math
 import random
 import signal
 import subprocess
@@ -51,16 +50,17 @@ class DemoReport(BaseModel):
 def plan_kill_step(config: RunConfig) -> tuple[int, int, int]:
     """(kill step, total steps, steps per epoch): `config.kill_at_step`, or a step drawn at random."""
     from tasks.prepare_data import prepare_data
+    from tasks.train_model import steps_per_epoch
 
     data = prepare_data(config.source, config.split, ArtifactPaths.at(config.artifacts))
-    steps_per_epoch = math.ceil(data.rows["train"] / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
+    epoch_steps = steps_per_epoch(data.rows["train"], config.batch_size)
+    total_steps = epoch_steps * config.epochs
     kill_at_step = config.kill_at_step or random.randint(1, total_steps - 1)
     if kill_at_step >= total_steps:
         raise UserInputError(
             f"--kill-at-step {kill_at_step} is past the run's last step; give 1..{total_steps - 1}"
         )
-    return kill_at_step, total_steps, steps_per_epoch
+    return kill_at_step, total_steps, epoch_steps
 
 
 def demo_crash(config: RunConfig, verify: bool) -> DemoReport:

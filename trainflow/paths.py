@@ -11,6 +11,8 @@ Layout under the root:
     runs/<run name>/stages/<stage>.json                                 finished post-training stages
     runs/<run name>/model/model.{weights.h5,keras}, model/saved_model/  persisted model
     runs/<run name>/evaluation.json                                     evaluation of the saved model
+    runs/<run name>/reports/*.parquet, *.png                            metrics tables and pictures
+    runs/<run name>/tensorboard/                                        TensorBoard logs
 """
 
 from __future__ import annotations
@@ -109,6 +111,42 @@ class RunPaths(BaseModel):
     @property
     def evaluation(self) -> Path:
         return self.run_dir / "evaluation.json"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.run_dir / "reports"
+
+    @property
+    def predictions_table(self) -> Path:
+        return self.reports_dir / "predictions.parquet"
+
+    @property
+    def per_class_table(self) -> Path:
+        return self.reports_dir / "per_class_metrics.parquet"
+
+    @property
+    def confusion_table(self) -> Path:
+        return self.reports_dir / "confusion_matrix.parquet"
+
+    @property
+    def history_table(self) -> Path:
+        return self.reports_dir / "history.parquet"
+
+    @property
+    def learning_curves_image(self) -> Path:
+        return self.reports_dir / "learning_curves.png"
+
+    @property
+    def confusion_image(self) -> Path:
+        return self.reports_dir / "confusion_matrix.png"
+
+    @property
+    def mistakes_image(self) -> Path:
+        return self.reports_dir / "confident_mistakes.png"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.run_dir / "tensorboard"
 
 
 class ArtifactPaths(BaseModel):

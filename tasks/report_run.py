@@ -1,0 +1,115 @@
+"""Stage 6: the report people look at — the training history as Parquet, learning curves, the
+confusion matrix and the most confident mistakes as PNG files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel
+
+from tasks.evaluate_model import Evaluation
+from tasks.prepare_data import PreparedData
+from tasks.train_model import TrainingResult
+from trainflow import plots
+from trainflow.artifact_keys import classes_key
+from trainflow.dataset import read_split
+from trainflow.paths import RunPaths
+from trainflow.stages import input_key, mark_stage_done, stage_is_done
+
+logger = logging.getLogger("trainflow.report")
+STAGE = "report_run"
+
+
+class RunReport(BaseModel):
+    """The report's files."""
+
+    history_table: Path
+    per_class_table: Path
+    confusion_table: Path
+    predictions_table: Path
+    learning_curves: Path
+    confusion_matrix: Path
+    confident_mistakes: Path
+
+
+def report_run(
+    training: TrainingResult, evaluation: Evaluation, data: PreparedData, paths: RunPaths
+) -> RunReport:
+    """Write the history table and draw the three pictures into `paths.reports_dir`."""
+    report = RunReport(
+        history_table=paths.history_table,
+        per_class_table=paths.per_class_table,
+        confusion_table=paths.confusion_table,
+        predictions_table=paths.predictions_table,
+        learning_curves=paths.learning_curves_image,
+        confusion_matrix=paths.confusion_image,
+        confident_mistakes=paths.mistakes_image,
+    )
+    key = input_key(training.model_dump(mode="json"), evaluation.model_dump(mode="json"))
+    outputs = [
+        report.history_table,
+        report.learning_curves,
+        report.confusion_matrix,
+        report.confident_mistakes,
+    ]
+    if stage_is_done(paths, STAGE, key, outputs):
+        return report
+    resumed_epochs = [resume.epochs_done + 1 for resume in training.resumes]
+    write_history(paths.history_table, training.history, resumed_epochs)
+    plots.learning_curves(
+        training.history,
+        [
+            resume.epochs_done + resume.step_in_epoch / training.steps_per_epoch + 0.5
+            for resume in training.resumes
+        ],
+        report.learning_curves,
+    )
+    plots.confusion_heatmap(evaluation.report.confusion_matrix, report.confusion_matrix)
+    images, _ = read_split(data.paths.split("test"))
+    predictions = pq.read_table(evaluation.predictions).to_pydict()
+    plots.confident_mistakes(
+        images,
+        *(
+            pa.array(predictions[column]).to_numpy()
+            for column in ("label", "predicted", "confidence")
+        ),
+        report.confident_mistakes,
+    )
+    mark_stage_done(paths, STAGE, key)
+    logger.info("Report written to %s", paths.reports_dir)
+    return report
+
+
+def write_history(path: Path, history: dict[str, list[float]], resumed_epochs: list[int]) -> None:
+    """One row an epoch: its metrics, and whether training resumed during (or at the start of) it."""
+    epochs = list(range(1, len(history.get("loss", [])) + 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.table(
+            {
+                "epoch": epochs,
+                **{name: values for name, values in sorted(history.items())},
+                "resumed": [epoch in resumed_epochs for epoch in epochs],
+            }
+        ),
+        path,
+    )
+
+
+@task(name="report_run")
+def report_run_task(
+    training: TrainingResult, evaluation: Evaluation, data: PreparedData, paths: RunPaths
+) -> RunReport:
+    """Write the report and publish the per-class metrics as a table artifact."""
+    report = report_run(training, evaluation, data, paths)
+    create_table_artifact(
+        key=classes_key(paths.name),
+        table=[item.model_dump() for item in evaluation.report.per_class],
+        description=f"Per-class test metrics of trainflow run {paths.name}",
+    )
+    return report
