@@ -106,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train uninterrupted (deterministically) and compare the final weights",
     )
 
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="evaluate a finished run's saved model again and rewrite its report",
+        description="Load a finished run's saved files, evaluate them on the run's own test data or "
+        "on --dataset, and rewrite evaluation.json and the report under RUN_DIR/reports.",
+    )
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="e.g. artifacts/runs/NAME")
+    evaluate.add_argument(
+        "--dataset", metavar="SOURCE", help="data to evaluate on (default: the run's)"
+    )
+
     stack = commands.add_parser(
         "stack",
         parents=[common],
@@ -157,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "demo-crash":
             return _demo_crash(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "stack":
             return _stack(args)
         if args.command in ("models", "promote", "rollback"):
@@ -217,10 +231,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(summary.model_dump_json(indent=2))
     else:
-        print(
-            f"Run {summary.run_name}: test accuracy {summary.test_accuracy:.4f} after "
-            f"{summary.epochs_completed} epochs; model {summary.model_path}"
+        resumed = (
+            "" if summary.resumed_from is None else f", resumed after epoch {summary.resumed_from}"
         )
+        rows = [
+            ("run", summary.run_name),
+            ("epochs", f"{summary.epochs_completed} (best {summary.best_epoch}{resumed})"),
+            ("test accuracy", f"{summary.test_accuracy:.4f}"),
+            ("test loss", f"{summary.test_loss:.4f}"),
+            ("macro F1", f"{summary.macro_f1:.4f}"),
+            ("model", str(summary.model_path)),
+            ("report", str(summary.reports_dir)),
+        ]
+        _print_table(("", ""), rows)
     return 0
 
 
@@ -233,6 +256,21 @@ def _demo_crash(args: argparse.Namespace) -> int:
     report = demo_crash(config, args.verify)
     print(format_report(report))
     return 0 if report.identical in (None, True) else EXIT_RUN_FAILED
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from trainflow.environment import configure_environment
+
+    configure_environment()
+    from trainflow.reevaluate import reevaluate_run
+
+    evaluation = reevaluate_run(args.run_dir, args.dataset)
+    print(
+        f"Test accuracy {evaluation.accuracy:.4f}, loss {evaluation.loss:.4f}, macro F1 "
+        f"{evaluation.report.macro_f1:.4f} on {evaluation.num_examples} examples; report in "
+        f"{evaluation.path.parent / 'reports'}"
+    )
+    return 0
 
 
 def _stack(args: argparse.Namespace) -> int:

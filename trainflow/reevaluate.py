@@ -1,0 +1,43 @@
+"""`trainflow evaluate RUN_DIR`: evaluate a finished run's saved files again, on its own dataset or
+another one, and rewrite its evaluation and report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.evaluate_model import Evaluation, evaluate_model
+from tasks.persist_model import PersistedModel
+from tasks.prepare_data import prepare_data
+from tasks.report_run import report_run
+from tasks.train_model import TrainingResult
+from trainflow.config import RunConfig
+from trainflow.errors import UserInputError
+from trainflow.paths import ArtifactPaths, RunPaths
+from trainflow.runs import read_record
+
+
+def reevaluate_run(run_dir: Path, dataset: str | None) -> Evaluation:
+    """Evaluate the run in `run_dir` on `dataset` (default: the one it was trained on)."""
+    paths = RunPaths(run_dir=run_dir.resolve())
+    record = read_record(paths)
+    if record is None or not paths.training_result.is_file() or not paths.keras_model.is_file():
+        raise UserInputError(
+            f"{run_dir} is not a finished trainflow run (no run.json, training.json or "
+            "model/model.keras); give a directory under artifacts/runs/ that `trainflow runs` lists"
+        )
+    options = {**record.config, **({"dataset": dataset} if dataset else {})}
+    config = RunConfig.model_validate(options)
+    artifacts = ArtifactPaths(root=paths.run_dir.parent.parent)
+    data = prepare_data(config.source, config.split, artifacts)
+    training = TrainingResult.model_validate_json(paths.training_result.read_text())
+    if data.image_shape != training.image_shape:
+        raise UserInputError(
+            f"{config.dataset} has images of {data.image_shape}, the model takes "
+            f"{training.image_shape}; evaluate on data of the model's image size"
+        )
+    persisted = PersistedModel(
+        keras_model=paths.keras_model, saved_model=paths.saved_model, weights=paths.weights
+    )
+    evaluation = evaluate_model(persisted, training, data, paths)
+    report_run(training, evaluation, data, paths)
+    return evaluation
