@@ -4,7 +4,12 @@ import json
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 
 from flows.training import training_flow
 from trainflow.config import RunConfig
@@ -20,6 +25,15 @@ def task_run_counts(flow_run_id) -> dict[str, int]:
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
     return {task_run.name.rsplit("-", 1)[0]: task_run.run_count for task_run in task_runs}
+
+
+def published_artifacts(*keys: str) -> dict:
+    """The newest artifact of each key."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(keys)))
+        )
+    return {artifact.key: artifact for artifact in sorted(found, key=lambda item: item.created)}
 
 
 def small_config(idx_dir, artifacts, **options) -> RunConfig:
@@ -39,6 +53,14 @@ def test_flow_trains_persists_and_evaluates(idx_dir, artifacts):
     assert evaluation["accuracy"] == summary.test_accuracy
     record = json.loads((summary.run_dir / "run.json").read_text())
     assert record["status"] == "completed" and record["test_accuracy"] == summary.test_accuracy
+    artifacts_by_key = published_artifacts(
+        "trainflow-run-whole", "trainflow-classes-whole", "trainflow-progress-whole"
+    )
+    assert artifacts_by_key["trainflow-progress-whole"].data == 100.0
+    assert "test accuracy" in artifacts_by_key["trainflow-run-whole"].data
+    assert "learning_curves.png" in artifacts_by_key["trainflow-run-whole"].data
+    classes = json.loads(artifacts_by_key["trainflow-classes-whole"].data)
+    assert [row["label"] for row in classes] == list(range(10))
 
 
 def test_a_failed_training_attempt_is_retried_and_resumes(idx_dir, artifacts):
