@@ -5,12 +5,10 @@ from __future__ import annotations
 import logging
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from tasks.evaluate_model import accuracy_on
-from tasks.record_run import RunSummary, summary_markdown
-from trainflow.artifact_keys import summary_key
+from tasks.record_run import RunSummary, publish_summary
 from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths
 from trainflow.registry import ModelVersion, Registry, code_version, now
@@ -90,11 +88,5 @@ def promote_challenger_task(
     """Decide, and add the decision to the run's summary artifact."""
     decision = promote_challenger(config, summary, tolerance)
     verdict = "promoted to champion" if decision.promoted else "rejected"
-    create_markdown_artifact(
-        key=summary_key(summary.run_name),
-        markdown=summary_markdown(
-            config, summary, extra=f"| promotion | {verdict}: {decision.reason} |\n"
-        ),
-        description=f"Summary of trainflow run {summary.run_name}",
-    )
+    publish_summary(config, summary, extra=f"| promotion | {verdict}: {decision.reason} |\n")
     return decision

@@ -115,6 +115,15 @@ def summary_markdown(config: RunConfig, summary: RunSummary, extra: str = "") ->
 """
 
 
+def publish_summary(config: RunConfig, summary: RunSummary, extra: str = "") -> None:
+    """Publish (a new version of) the run's markdown summary artifact; call inside a flow run."""
+    create_markdown_artifact(
+        key=summary_key(summary.run_name),
+        markdown=summary_markdown(config, summary, extra),
+        description=f"Summary of trainflow run {summary.run_name}",
+    )
+
+
 @task(name="start_run")
 def start_run_task(config: RunConfig) -> RunPaths:
     """Open the run named in `config`, or a new one named after the Prefect flow run."""
@@ -133,9 +142,5 @@ def finish_run_task(
 ) -> RunSummary:
     """Close the run and publish its summary artifact."""
     summary = finish_run(paths, training, persisted, evaluation, report)
-    create_markdown_artifact(
-        key=summary_key(summary.run_name),
-        markdown=summary_markdown(config, summary),
-        description=f"Summary of trainflow run {summary.run_name}",
-    )
+    publish_summary(config, summary)
     return summary

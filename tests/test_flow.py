@@ -11,6 +11,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 
+from flows.retraining import retraining_flow
 from flows.training import training_flow
 from trainflow.config import RunConfig
 from trainflow.errors import DataSourceError
@@ -97,3 +98,13 @@ def test_bad_data_fails_at_once_without_retries_and_marks_the_run_failed(tmp_pat
     assert task_run_counts(state.state_details.flow_run_id)["prepare_data"] == 1
     record = json.loads((artifacts / "runs" / "bad" / "run.json").read_text())
     assert record["status"] == "failed" and "holds no recognisable files" in record["error"]
+
+
+def test_retraining_flow_registers_and_publishes_the_decision(idx_dir, artifacts):
+    config = small_config(idx_dir, artifacts, epochs=1, run_name="challenger-1")
+    first = retraining_flow(config, tolerance=0.0)
+    assert first.promoted and first.champion_run is None
+    second = retraining_flow(config.model_copy(update={"run_name": "challenger-2"}), tolerance=1.0)
+    assert second.promoted and second.champion_run == "challenger-1"
+    summary = published_artifacts("trainflow-run-challenger-2")["trainflow-run-challenger-2"]
+    assert "| promotion | promoted to champion: test accuracy" in summary.data
