@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.run` regenerates BENCHMARKS.md."""
