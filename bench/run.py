@@ -4,13 +4,14 @@ Each comparison runs its sides alternately (A B, B A, A B, ...) for `--repeats` 
 the median and the min-max. Real data: the MNIST test split in ../shared/data/mnist-t10k; where size
 matters, a synthetic MNIST-sized set (70,000 images) generated deterministically.
 
-    ./dev bench               # all comparisons, BENCHMARKS.md rewritten
-    ./dev bench --repeats 1   # a quick pass (the smoke test runs this on tiny data)
+    ./dev bench               # all measures, BENCHMARKS.md rewritten (about 12 minutes)
+    ./dev bench --repeats 1   # a quick pass (the smoke test runs it on tiny settings)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -18,51 +19,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MNIST_TEST_SPLIT = REPO_ROOT.parent / "shared" / "data" / "mnist-t10k"
-TRAINFLOW = str(Path(sys.executable).with_name("trainflow"))
-
-
-@dataclass
-class Row:
-    """One line of the results table."""
-
-    measure: str
-    value: str
-    target: str
-    met: bool | None
-    command: str
-
-
-def alternate(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Run every side `repeats` times, alternating the order each round; each side returns seconds."""
-    results: dict[str, list[float]] = {name: [] for name in sides}
-    names = list(sides)
-    for round_index in range(repeats):
-        for name in names if round_index % 2 == 0 else reversed(names):
-            results[name].append(sides[name]())
-    return results
-
-
-def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
-    """Median and min-max, e.g. `0.12 s (0.11-0.14)`."""
-    return (
-        f"{statistics.median(values):.{digits}f} {unit} "
-        f"({min(values):.{digits}f}-{max(values):.{digits}f})"
-    )
-
-
-def wall_time(arguments: list[str], environment: dict[str, str] | None = None) -> float:
-    began = time.monotonic()
-    subprocess.run(
-        arguments, check=True, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    return time.monotonic() - began
+from bench.harness import (
+    MNIST_COMMAND_SOURCE,
+    MNIST_SOURCE,
+    MNIST_TEST_SPLIT,
+    REPO_ROOT,
+    TRAINFLOW,
+    Row,
+    alternate,
+    spread,
+    wall_time,
+)
 
 
 def startup(repeats: int) -> list[Row]:
@@ -75,13 +45,7 @@ def startup(repeats: int) -> list[Row]:
         repeats,
     )
     return [
-        Row(
-            f"startup: `{name}`",
-            spread(values),
-            "<= 1 s",
-            statistics.median(values) <= 1.0,
-            f"{name}",
-        )
+        Row(f"startup: `{name}`", spread(values), "<= 1 s", statistics.median(values) <= 1.0, name)
         for name, values in times.items()
     ]
 
@@ -122,65 +86,79 @@ def data_preparation(
     ]
 
 
-def orchestration_overhead(repeats: int, epochs: int) -> list[Row]:
-    """(1) `trainflow run` vs the plain Keras script doing the same work, wall time ratio, against
-    a running local Prefect server and with the server `trainflow run` starts for itself."""
-    from trainflow.prefect_server import LocalServer
+def _timed_json(arguments: list[str], environment: dict[str, str]) -> tuple[float, dict]:
+    """Seconds for a command that prints one JSON object last on stdout, and that object."""
+    began = time.monotonic()
+    completed = subprocess.run(
+        arguments,
+        check=True,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    seconds = time.monotonic() - began
+    return seconds, json.loads(completed.stdout[completed.stdout.rfind("\n{") + 1 :])
 
-    source = f"idx:{MNIST_TEST_SPLIT}"
-    rows = []
+
+def orchestration_overhead(api_url: str, directory: Path, repeats: int, epochs: int) -> list[Row]:
+    """(1) `trainflow run` vs the plain Keras script doing the same work, wall time ratio, against
+    the running local Prefect server at `api_url` and with the server `trainflow run` starts for
+    itself."""
+    without_server = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    return [
+        _trainflow_against_plain(
+            "against a running local server",
+            {**without_server, "PREFECT_API_URL": api_url},
+            directory / "running",
+            repeats,
+            epochs,
+        ),
+        _trainflow_against_plain(
+            "with its own temporary server", without_server, directory / "own", repeats, epochs
+        ),
+    ]
+
+
+def _trainflow_against_plain(
+    mode: str, environment: dict[str, str], directory: Path, repeats: int, epochs: int
+) -> Row:
+    """One comparison; also the epochs each side trained (EarlyStopping may stop them apart)."""
+    trainflow = [TRAINFLOW, "run", "--json", "--dataset", MNIST_SOURCE, "--epochs", str(epochs)]
+    trainflow += ["--artifacts", str(directory / "artifacts")]
+    plain = [sys.executable, str(REPO_ROOT / "bench" / "plain_keras.py"), str(MNIST_TEST_SPLIT)]
+    plain += [str(directory / "plain"), "--epochs", str(epochs)]
     run_numbers = iter(range(1_000_000))  # a new run each time: a finished run does not train again
-    with (
-        tempfile.TemporaryDirectory() as directory,
-        LocalServer(home=Path(directory) / "home") as server,
-    ):
-        environments = {
-            "against a running local server": {**os.environ, "PREFECT_API_URL": server.api_url},
-            "with its own temporary server": {
-                key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"
-            },
-        }
-        for mode, environment in environments.items():
-            trainflow = [
-                TRAINFLOW,
-                "run",
-                "--dataset",
-                source,
-                "--epochs",
-                str(epochs),
-                "--artifacts",
-                str(Path(directory) / "artifacts"),
-            ]
-            plain = [
-                sys.executable,
-                str(REPO_ROOT / "bench" / "plain_keras.py"),
-                str(MNIST_TEST_SPLIT),
-                str(Path(directory) / "plain"),
-                "--epochs",
-                str(epochs),
-            ]
-            times = alternate(
-                {
-                    "trainflow": lambda: wall_time(
-                        [*trainflow, "--run-name", f"bench-{next(run_numbers)}"], environment
-                    ),
-                    "plain": lambda: wall_time(plain, environment),
-                },
-                repeats,
-            )
-            ratios = [ours / theirs for ours, theirs in zip(times["trainflow"], times["plain"])]
-            rows.append(
-                Row(
-                    f"orchestration overhead, {epochs} epochs of mlp on MNIST test split, {mode}",
-                    f"ratio {spread(ratios, unit='x')}; trainflow {spread(times['trainflow'])}, "
-                    f"plain Keras {spread(times['plain'])}",
-                    "<= 1.10" if "running" in mode else "(reported)",
-                    statistics.median(ratios) <= 1.10 if "running" in mode else None,
-                    f"trainflow run --dataset idx:../shared/data/mnist-t10k --epochs {epochs} vs "
-                    f"python bench/plain_keras.py ../shared/data/mnist-t10k OUT --epochs {epochs}",
-                )
-            )
-    return rows
+    epochs_trained: dict[str, set[int]] = {"trainflow": set(), "plain": set()}
+
+    def side(name: str, arguments: list[str]) -> float:
+        seconds, summary = _timed_json(arguments, environment)
+        epochs_trained[name].add(summary["epochs_completed"])
+        return seconds
+
+    times = alternate(
+        {
+            "trainflow": lambda: side(
+                "trainflow", [*trainflow, "--run-name", f"bench-{next(run_numbers)}"]
+            ),
+            "plain": lambda: side("plain", plain),
+        },
+        repeats,
+    )
+    ratios = [ours / theirs for ours, theirs in zip(times["trainflow"], times["plain"])]
+    trained = ", ".join(
+        f"{name} {'/'.join(map(str, sorted(values)))}" for name, values in epochs_trained.items()
+    )
+    running = "running" in mode
+    return Row(
+        f"orchestration overhead, {epochs} epochs of mlp on MNIST test split, {mode}",
+        f"ratio {spread(ratios, unit='x')}; trainflow {spread(times['trainflow'])}, "
+        f"plain Keras {spread(times['plain'])}; epochs trained: {trained}",
+        "<= 1.10" if running else "(reported)",
+        statistics.median(ratios) <= 1.10 if running else None,
+        f"trainflow run --dataset {MNIST_COMMAND_SOURCE} --epochs {epochs} vs "
+        f"python bench/plain_keras.py ../shared/data/mnist-t10k OUT --epochs {epochs}",
+    )
 
 
 def write_synthetic_source(directory: Path, count: int) -> Path:
@@ -204,13 +182,17 @@ def write_synthetic_source(directory: Path, count: int) -> Path:
     return directory
 
 
-def render(rows: list[Row], command: str) -> str:
+def render(rows: list[Row], command: str, seconds: float) -> str:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    header = (
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine} ({platform.platform()}), "
+        f"with `{command}` ({seconds / 60:.1f} minutes). Median over the repetitions, min-max in "
+        "brackets; what the figures mean and why a target is missed: below the table."
+    )
     lines = [
         "# Benchmarks",
         "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine} ({platform.platform()}),",
-        f"with `{command}`. Median over the repetitions, min-max in brackets.",
+        header,
         "",
         "| measure | result | target | met | reproduce |",
         "| --- | --- | --- | --- | --- |",
@@ -218,7 +200,8 @@ def render(rows: list[Row], command: str) -> str:
     for row in rows:
         met = "" if row.met is None else ("yes" if row.met else "**no**")
         lines.append(f"| {row.measure} | {row.value} | {row.target} | {met} | `{row.command}` |")
-    return "\n".join(lines) + "\n"
+    explanations = REPO_ROOT / "bench" / "EXPLANATIONS.md"
+    return "\n".join(lines) + "\n\n" + explanations.read_text()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,33 +209,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--synthetic-rows", type=int, default=70_000)
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the overhead comparison")
+    parser.add_argument(
+        "--synthetic-epochs", type=int, default=3, help="epochs of training on the synthetic set"
+    )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
+    began = time.monotonic()
+    from bench.breakdown import fixed_costs
+    from bench.recovery import recovery_cost
+    from bench.training import checkpoint_rows, input_pipeline_rows
+    from trainflow.prefect_server import LocalServer
+
     rows = startup(args.repeats)
-    if (MNIST_TEST_SPLIT / "t10k-images-idx3-ubyte.gz").is_file():
-        size = sum(path.stat().st_size for path in MNIST_TEST_SPLIT.glob("*.gz"))
-        rows += data_preparation(
-            args.repeats,
-            f"idx:{MNIST_TEST_SPLIT}",
-            "MNIST test split (10,000)",
-            size,
-            10_000,
-            "prepare_data(idx:../shared/data/mnist-t10k)",
-        )
-        rows += orchestration_overhead(args.repeats, args.epochs)
-    with tempfile.TemporaryDirectory() as directory:
-        source = write_synthetic_source(Path(directory) / "idx", args.synthetic_rows)
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        if (MNIST_TEST_SPLIT / "t10k-images-idx3-ubyte.gz").is_file():
+            size = sum(path.stat().st_size for path in MNIST_TEST_SPLIT.glob("*.gz"))
+            rows += data_preparation(
+                args.repeats,
+                MNIST_SOURCE,
+                "MNIST test split (10,000)",
+                size,
+                10_000,
+                f"prepare_data({MNIST_COMMAND_SOURCE})",
+            )
+            with LocalServer(home=directory / "prefect-home") as server:
+                rows += orchestration_overhead(server.api_url, directory, args.repeats, args.epochs)
+                rows += fixed_costs(server.api_url, args.repeats)
+                rows += recovery_cost(
+                    server.api_url, directory, args.repeats, epochs=3, every=50, kill_step=330
+                )
+            rows += checkpoint_rows(
+                MNIST_SOURCE, "MNIST test split", args.repeats, args.epochs, directory / "mnist"
+            )
+            rows += input_pipeline_rows(args.repeats, args.epochs, directory / "pipeline")
+        source = write_synthetic_source(directory / "idx", args.synthetic_rows)
         size = sum(path.stat().st_size for path in source.iterdir())
+        label = f"synthetic ({args.synthetic_rows:,})"
         rows += data_preparation(
             args.repeats,
             f"idx:{source}",
-            f"synthetic ({args.synthetic_rows:,})",
+            label,
             size,
             args.synthetic_rows,
             "prepare_data(idx:<the synthetic IDX files bench.run writes>)",
         )
+        rows += checkpoint_rows(
+            f"idx:{source}", label, args.repeats, args.synthetic_epochs, directory / "synthetic"
+        )
     command = "./dev bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.output.write_text(render(rows, command.strip()))
+    args.output.write_text(render(rows, command.strip(), time.monotonic() - began))
     print(args.output.read_text())
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,11 +26,14 @@ from trainflow.artifact_keys import progress_key
 from trainflow.atomic import write_json
 from trainflow.callbacks import (
     EpochLogger,
+    EpochSummaries,
     FailAfterEpoch,
+    FirstResumedStep,
     KillAtStep,
     ProgressArtifact,
     ResumableEarlyStopping,
     ResumeCheckpoint,
+    StepCheckpoint,
     TerminalProgress,
 )
 from trainflow.checkpoints import (
@@ -136,8 +140,8 @@ def _fit(
     state: ResumeState | None,
     extra_callbacks: Sequence[keras.callbacks.Callback],
 ) -> ResumeState:
-    """Train from `state` (None: from scratch) to `config.epochs`, one `fit` call per epoch so that
-    each epoch gets its own order and an interrupted one continues at its next batch."""
+    """Train from `state` (None: from scratch) to `config.epochs`: one `fit` call for all epochs,
+    after one for the rest of an epoch interrupted part-way."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -172,61 +176,98 @@ def _fit(
     validation = read_split(data.paths.split("validation"))
     steps_in_epoch = steps_per_epoch(len(labels), config.batch_size)
     paths.best_checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    for epoch in range(state.epochs_done, config.epochs):
-        best_checkpoint = keras.callbacks.ModelCheckpoint(
-            str(paths.best_checkpoint_pattern),
-            monitor="val_loss",
-            save_best_only=True,
-            save_weights_only=True,
-            initial_value_threshold=state.best_val_loss,
-        )
-        early_stopping = ResumableEarlyStopping(
-            state.early_stopping, monitor="val_loss", patience=config.patience
-        )
-        resume_checkpoint = ResumeCheckpoint(
-            paths.resume_dir,
-            state,
-            steps_in_epoch,
-            config.checkpoint_every,
-            config.keep_checkpoints,
-            best_checkpoint,
-            early_stopping,
-        )
-        callbacks = [
-            best_checkpoint,
-            early_stopping,
-            resume_checkpoint,
-            TerminalProgress(epoch + 1, config.epochs, steps_in_epoch, state.step_in_epoch),
-            EpochLogger(config.epochs),
-            keras.callbacks.TensorBoard(
-                log_dir=str(paths.tensorboard_dir), write_graph=False, profile_batch=0
-            ),
-            *extra_callbacks,
-        ]
-        if config.fail_at_epoch is not None:
-            callbacks.append(FailAfterEpoch(config.fail_at_epoch))
-        if config.kill_at_step is not None:
-            callbacks.append(
-                KillAtStep(config.kill_at_step, paths.kill_marker(config.kill_at_step))
-            )
-        remaining = epoch_order(config.seed, epoch, len(labels))[
-            state.step_in_epoch * config.batch_size :
-        ]
+    while state.epochs_done < config.epochs and not state.stopped_early:
+        # A part-way epoch is a `fit` of its own: Keras's epochs all have the same number of steps.
+        last_epoch = state.epochs_done + 1 if state.step_in_epoch else config.epochs
+        callbacks = _callbacks(config, paths, state, steps_in_epoch, extra_callbacks)
         model.fit(
-            images[remaining],
-            labels[remaining],
-            batch_size=config.batch_size,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
+            training_batches(
+                images,
+                labels,
+                config.seed,
+                range(state.epochs_done, last_epoch),
+                config.batch_size,
+                skip_steps=state.step_in_epoch,
+            ),
+            steps_per_epoch=steps_in_epoch - state.step_in_epoch,
+            epochs=last_epoch,
+            initial_epoch=state.epochs_done,
             validation_data=validation,
-            shuffle=False,
+            shuffle=False,  # the batches come in each epoch's own order
             callbacks=callbacks,
             verbose=0,
         )
-        state = resume_checkpoint.state
-        if state.stopped_early:
-            break
+        state = next(c for c in callbacks if isinstance(c, ResumeCheckpoint)).state
     return state
+
+
+def training_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    epochs: range,
+    batch_size: int,
+    skip_steps: int = 0,
+) -> tf.data.Dataset:
+    """The training batches of `epochs`, each epoch in its `epoch_order`, without the first
+    `skip_steps` batches (those a resumed run has trained already)."""
+    orders = np.stack([epoch_order(seed, epoch, len(labels)) for epoch in epochs])
+    images, labels = tf.constant(images), tf.constant(labels)
+    return (
+        tf.data.Dataset.from_tensor_slices(orders)
+        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        .skip(skip_steps)
+        .map(lambda batch: (tf.gather(images, batch), tf.gather(labels, batch)))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _callbacks(
+    config: RunConfig,
+    paths: RunPaths,
+    state: ResumeState,
+    steps_in_epoch: int,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+) -> list[keras.callbacks.Callback]:
+    """The callbacks of one `fit`, starting from `state`. Per-batch hooks only where asked for:
+    with none, Keras does not wait for each batch to finish before dispatching the next."""
+    best_checkpoint = keras.callbacks.ModelCheckpoint(
+        str(paths.best_checkpoint_pattern),
+        monitor="val_loss",
+        save_best_only=True,
+        save_weights_only=True,
+        initial_value_threshold=state.best_val_loss,
+    )
+    early_stopping = ResumableEarlyStopping(
+        state.early_stopping, monitor="val_loss", patience=config.patience
+    )
+    resume_arguments = (paths.resume_dir, state, config.keep_checkpoints, best_checkpoint)
+    if config.checkpoint_every is None:
+        resume_checkpoint = ResumeCheckpoint(*resume_arguments, early_stopping)
+    else:
+        resume_checkpoint = StepCheckpoint(
+            *resume_arguments,
+            early_stopping,
+            every=config.checkpoint_every,
+            steps_per_epoch=steps_in_epoch,
+        )
+    callbacks = [
+        best_checkpoint,
+        early_stopping,
+        resume_checkpoint,
+        EpochLogger(config.epochs),
+        EpochSummaries(paths.tensorboard_dir),
+        *extra_callbacks,
+    ]
+    if state.resumes and state.resumes[-1].global_step == state.global_step:
+        callbacks.append(FirstResumedStep(state.global_step))  # this fit is the resumed one
+    if sys.stderr.isatty():
+        callbacks.append(TerminalProgress(config.epochs, steps_in_epoch, state.step_in_epoch))
+    if config.fail_at_epoch is not None:
+        callbacks.append(FailAfterEpoch(config.fail_at_epoch))
+    if config.kill_at_step is not None:
+        callbacks.append(KillAtStep(config.kill_at_step, paths.kill_marker(config.kill_at_step)))
+    return callbacks
 
 
 def _discard_stale_outputs(paths: RunPaths) -> None:

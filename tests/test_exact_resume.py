@@ -84,6 +84,7 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run_bitwise(
     with caplog.at_level(logging.INFO, logger="trainflow"):
         resumed = train_model(killed_config, data, paths)
     assert "epoch 3, step 7 of the epoch, global step 25" in caplog.text
+    assert caplog.text.count("First step after the resume done (global step 26)") == 1
     assert "Epoch 2/4" not in caplog.text and "Epoch 3/4" in caplog.text
     assert resumed.resumed_from == 2
     assert resumed.optimizer_iterations == reference.optimizer_iterations == 4 * STEPS_PER_EPOCH

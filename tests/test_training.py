@@ -16,6 +16,7 @@ from tasks.train_model import train_model
 from tests.conftest import STEPS_PER_EPOCH, synthetic_images, write_idx_pair
 from trainflow.callbacks import InjectedFailure
 from trainflow.checkpoints import load_latest_checkpoint
+from trainflow.dataset import read_split
 from trainflow.errors import RunStateError
 from trainflow.paths import ArtifactPaths
 
@@ -58,6 +59,8 @@ def test_failure_after_epoch_2_resumes_at_epoch_3_with_optimizer_state(run, capl
         "step 0 of the epoch" in caplog.text
     )
     assert "Epoch 1/4" not in caplog.text and "Epoch 3/4" in caplog.text
+    first_step = f"First step after the resume done (global step {2 * STEPS_PER_EPOCH + 1})"
+    assert caplog.text.count(first_step) == 1
     assert result.resumed_from == 2 and result.epochs_completed == 4
     # The optimizer continued counting instead of restarting from 0 at epoch 3.
     assert result.optimizer_iterations == 4 * STEPS_PER_EPOCH
@@ -119,6 +122,10 @@ def test_persist_and_evaluate_the_saved_model(run):
     assert report["weights"] == str(paths.weights)
     assert report["weights_model_loss"] == pytest.approx(report["loss"], rel=1e-5)
     loaded = keras.models.load_model(paths.keras_model)
+    images, labels = read_split(data.paths.split("test"))
+    keras_loss, keras_accuracy = loaded.evaluate(images, labels, verbose=0)
+    assert report["loss"] == pytest.approx(keras_loss, rel=1e-5)
+    assert report["accuracy"] == pytest.approx(keras_accuracy)
     best = keras.models.clone_model(loaded)
     best.load_weights(training.best_checkpoint)
     for saved, expected in zip(loaded.get_weights(), best.get_weights()):

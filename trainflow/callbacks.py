@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from trainflow.atomic import write_json
 from trainflow.checkpoints import (
@@ -48,21 +49,22 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):
-    """Track the training state of one epoch's `fit` and commit it as resume checkpoints: every
-    `checkpoint_every` global steps (if set) and at the end of the epoch.
+    """Track the training state of a `fit` and commit it as a resume checkpoint at the end of every
+    epoch.
 
     At the start of an epoch resumed mid-way it restores the running metric sums, so the epoch's
     loss and accuracy average over all its batches, as without the interruption. Goes after
     `ModelCheckpoint` and `EarlyStopping` in the callback list, so that the state it commits at the
     epoch's end includes their decisions.
+
+    It has no per-batch hook, on purpose: Keras dispatches batches without waiting for the
+    callbacks only when none has one. `StepCheckpoint` adds the hook when step checkpoints are on.
     """
 
     def __init__(
         self,
         resume_dir: Path,
         state: ResumeState,
-        steps_per_epoch: int,
-        checkpoint_every: int | None,
         keep: int,
         best_checkpoint: keras.callbacks.ModelCheckpoint,
         early_stopping: ResumableEarlyStopping,
@@ -70,27 +72,13 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.resume_dir = resume_dir
         self.state = state
-        self.steps_per_epoch = steps_per_epoch
-        self.checkpoint_every = checkpoint_every
         self.keep = keep
         self.best_checkpoint = best_checkpoint
         self.early_stopping = early_stopping
-        self.first_step_in_epoch = state.step_in_epoch
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         if self.state.step_in_epoch:
             restore_metrics_state(self.model, self.state.metrics_state)
-
-    def on_train_batch_end(self, batch: int, logs=None) -> None:
-        step_in_epoch = self.first_step_in_epoch + batch + 1
-        global_step = int(self.model.optimizer.iterations.numpy())
-        due = self.checkpoint_every is not None and global_step % self.checkpoint_every == 0
-        if due and step_in_epoch < self.steps_per_epoch:  # the epoch's end commits its own
-            self._commit(
-                global_step=global_step,
-                step_in_epoch=step_in_epoch,
-                metrics_state=capture_metrics_state(self.model),
-            )
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         history = {key: [*values] for key, values in self.state.history.items()}
@@ -123,6 +111,88 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             update={"seed_generator_states": capture_random_state(self.model), **update}
         )
         self.state = write_checkpoint(self.model, self.resume_dir, state, self.keep)
+
+
+class StepCheckpoint(ResumeCheckpoint):
+    """`ResumeCheckpoint` that also commits every `every` global steps within an epoch."""
+
+    def __init__(self, *args, every: int, steps_per_epoch: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.every = every
+        self.steps_per_epoch = steps_per_epoch
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        self.step_in_epoch = self.state.step_in_epoch
+        self.global_step = self.state.global_step
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        # Counted here rather than read from the optimizer: reading a variable waits for the step.
+        self.step_in_epoch += 1
+        self.global_step += 1
+        # The epoch's last step is committed by the epoch's end, with the epoch's results.
+        if self.global_step % self.every == 0 and self.step_in_epoch < self.steps_per_epoch:
+            self._commit(
+                global_step=self.global_step,
+                step_in_epoch=self.step_in_epoch,
+                metrics_state=capture_metrics_state(self.model),
+            )
+
+
+class FirstResumedStep(keras.callbacks.Callback):
+    """Log once when the first step after a resume has finished: the moment training is back
+    where it was (the recovery benchmark times restarts by this line)."""
+
+    MESSAGE = "First step after the resume done (global step %d)"
+
+    def __init__(self, global_step: int) -> None:
+        super().__init__()
+        self.global_step = global_step
+        self.logged = False
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        # The begin hook, not the end hook: Keras waits for no batch when no callback has an end
+        # hook. Batch 1 begins once batch 0, the first resumed step, has run.
+        if batch >= 1:
+            self._log()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        self._log()  # an epoch resumed at its last step has no batch 1
+
+    def _log(self) -> None:
+        if not self.logged:
+            self.logged = True
+            logger.info(self.MESSAGE, self.global_step + 1)
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """TensorBoard scalars at the end of every epoch, under `train/` and `validation/` with Keras's
+    names (`epoch_loss`, `epoch_accuracy`, ...).
+
+    Used instead of `keras.callbacks.TensorBoard`, which writes a summary of every batch even with
+    `update_freq="epoch"`: a per-batch cost that the epoch curves do not need.
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__()
+        self.log_dir = log_dir
+        self.writers: dict[str, tf.summary.SummaryWriter] = {}
+
+    def on_train_begin(self, logs=None) -> None:
+        self.writers = {
+            part: tf.summary.create_file_writer(str(self.log_dir / part))
+            for part in ("train", "validation")
+        }
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        for key, value in (logs or {}).items():
+            part, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self.writers[part].as_default():
+                tf.summary.scalar(f"epoch_{name}", float(value), step=epoch)
+
+    def on_train_end(self, logs=None) -> None:
+        for writer in self.writers.values():
+            writer.close()
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -169,24 +239,26 @@ class KillAtStep(keras.callbacks.Callback):
 
 
 class TerminalProgress(keras.callbacks.Callback):
-    """A one-line progress display of epoch `epoch` (1-based): step and loss, on an interactive
-    terminal; silent when
-    stderr is not a terminal (CI, workers), where `EpochLogger`'s lines suffice."""
+    """A one-line progress display (epoch, step, loss) for an interactive terminal. Add it only when
+    stderr is a terminal: elsewhere (CI, workers) `EpochLogger`'s lines suffice, and its per-batch
+    hook would make Keras wait for every batch."""
 
     REFRESH_SECONDS = 0.25
 
-    def __init__(self, epoch: int, epochs: int, steps_per_epoch: int, first_step: int) -> None:
+    def __init__(self, epochs: int, steps_per_epoch: int, first_step: int) -> None:
         super().__init__()
-        self.epoch = epoch
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
         self.first_step = first_step
-        self.enabled = sys.stderr.isatty()
+        self.epoch = 0
         self.shown_at = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
         now = time.monotonic()
-        if self.enabled and now - self.shown_at >= self.REFRESH_SECONDS:
+        if now - self.shown_at >= self.REFRESH_SECONDS:
             self.shown_at = now
             loss = (logs or {}).get("loss")
             loss_text = "" if loss is None else f"  loss {float(loss):.4f}"
@@ -197,9 +269,9 @@ class TerminalProgress(keras.callbacks.Callback):
             sys.stderr.flush()
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+        self.first_step = 0  # only the first epoch of a resumed run starts part-way
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
 
 
 class ProgressArtifact(keras.callbacks.Callback):

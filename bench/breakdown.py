@@ -1,0 +1,140 @@
+"""(1) The fixed costs inside a `trainflow run`, measured one by one."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.harness import MNIST_SOURCE, REPO_ROOT, Row, spread, timed, wall_time
+
+PYTHON = sys.executable
+
+
+def _samples(function, repeats: int) -> list[float]:
+    """`function()` `repeats` times: the samples of a figure."""
+    return [function() for _ in range(repeats)]
+
+
+def _noop_flow_seconds(api_url: str) -> float:
+    completed = subprocess.run(
+        [PYTHON, "-m", "bench.noop_flow"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PREFECT_API_URL": api_url},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(completed.stdout.splitlines()[-1])["seconds"]
+
+
+def fixed_costs(api_url: str, repeats: int) -> list[Row]:
+    """Interpreter start, TensorFlow import, Prefect import, Prefect server start, Prefect's cost
+    for the flow's eight task runs, Parquet reads of the three splits, one resume checkpoint."""
+    from tasks.prepare_data import prepare_data
+    from trainflow.checkpoints import ResumeState, write_checkpoint
+    from trainflow.config import DataSource, SplitSpec
+    from trainflow.dataset import read_split
+    from trainflow.models import build_model
+    from trainflow.paths import ArtifactPaths
+    from trainflow.prefect_server import LocalServer
+
+    python_start = _samples(lambda: wall_time([PYTHON, "-c", "pass"]), repeats)
+    baseline = statistics.median(python_start)
+    tensorflow = _samples(
+        lambda: wall_time([PYTHON, "-c", "import tensorflow"]) - baseline, repeats
+    )
+    prefect = _samples(
+        lambda: wall_time([PYTHON, "-c", "from prefect import flow, task"]) - baseline, repeats
+    )
+
+    def server_start() -> float:
+        with tempfile.TemporaryDirectory() as home:
+            server = LocalServer(home=Path(home))
+            seconds = timed(lambda: server.start().wait_until_healthy())
+            server.stop()
+            return seconds
+
+    servers = _samples(server_start, repeats)
+    orchestration = _samples(lambda: _noop_flow_seconds(api_url), repeats)
+    with tempfile.TemporaryDirectory() as directory:
+        data = prepare_data(
+            DataSource.parse(MNIST_SOURCE), SplitSpec(), ArtifactPaths.at(Path(directory))
+        )
+        parquet = _samples(
+            lambda: timed(
+                lambda: [
+                    read_split(data.paths.split(name)) for name in ("train", "validation", "test")
+                ]
+            ),
+            repeats,
+        )
+        model = build_model("mlp", data.image_shape, data.num_classes)
+        state = ResumeState(model_kind="mlp", data_fingerprint="", seed=0, batch_size=32)
+        steps = iter(range(1, 1_000_000))
+        checkpoint = _samples(
+            lambda: timed(
+                lambda: write_checkpoint(
+                    model,
+                    Path(directory),
+                    state.model_copy(update={"global_step": next(steps)}),
+                    keep=2,
+                )
+            ),
+            max(repeats, 10),
+        )
+    return [
+        Row(
+            "fixed cost: Python interpreter start",
+            spread(python_start),
+            "(reported)",
+            None,
+            "python -c pass",
+        ),
+        Row(
+            "fixed cost: TensorFlow import",
+            spread(tensorflow),
+            "(reported)",
+            None,
+            "python -c 'import tensorflow' minus the interpreter start",
+        ),
+        Row(
+            "fixed cost: Prefect import",
+            spread(prefect),
+            "(reported)",
+            None,
+            "python -c 'from prefect import flow, task' minus the interpreter start",
+        ),
+        Row(
+            "fixed cost: Prefect server start (the one `trainflow run` starts without PREFECT_API_URL)",
+            spread(servers),
+            "(reported)",
+            None,
+            "LocalServer().start().wait_until_healthy()",
+        ),
+        Row(
+            "fixed cost: Prefect orchestration of the flow's 8 task runs (flow run with no-op tasks, running server)",
+            spread(orchestration),
+            "(reported)",
+            None,
+            "python -m bench.noop_flow",
+        ),
+        Row(
+            "fixed cost: Parquet reads of the three prepared splits (10,000 images)",
+            spread(parquet, digits=3),
+            "(reported)",
+            None,
+            "read_split(train, validation, test)",
+        ),
+        Row(
+            "fixed cost: one resume checkpoint of mlp (weights + optimizer, fsynced, manifest)",
+            spread(checkpoint, digits=3),
+            "(reported)",
+            None,
+            "write_checkpoint(model, ...)",
+        ),
+    ]

@@ -1,0 +1,62 @@
+"""What every benchmark shares: a table row, alternating repetitions, and timing helpers."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MNIST_TEST_SPLIT = REPO_ROOT.parent / "shared" / "data" / "mnist-t10k"
+MNIST_SOURCE = f"idx:{MNIST_TEST_SPLIT}"
+MNIST_COMMAND_SOURCE = "idx:../shared/data/mnist-t10k"  # as a reader types it from the repository
+TRAINFLOW = str(Path(sys.executable).with_name("trainflow"))
+
+
+@dataclass
+class Row:
+    """One line of the results table; `met` is None for a figure without a target."""
+
+    measure: str
+    value: str
+    target: str
+    met: bool | None
+    command: str
+
+
+def alternate(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run every side `repeats` times, alternating the order each round; each side returns a number."""
+    results: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for round_index in range(repeats):
+        for name in names if round_index % 2 == 0 else reversed(names):
+            results[name].append(sides[name]())
+    return results
+
+
+def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
+    """Median and min-max, e.g. `0.12 s (0.11-0.14)`."""
+    return (
+        f"{statistics.median(values):.{digits}f} {unit} "
+        f"({min(values):.{digits}f}-{max(values):.{digits}f})"
+    )
+
+
+def wall_time(arguments: list[str], environment: dict[str, str] | None = None) -> float:
+    """Seconds for a command to run to completion (it must succeed)."""
+    began = time.monotonic()
+    subprocess.run(
+        arguments, check=True, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return time.monotonic() - began
+
+
+def timed(function: Callable[[], object]) -> float:
+    """Seconds for one call of `function`."""
+    began = time.monotonic()
+    function()
+    return time.monotonic() - began

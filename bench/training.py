@@ -1,0 +1,176 @@
+"""In-process training benchmarks on the MNIST test split: (2) checkpoint overhead and (5) input
+pipeline throughput. TensorFlow is imported once; every measured `fit` trains a fresh model."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from bench.harness import MNIST_COMMAND_SOURCE, MNIST_SOURCE, Row, alternate, spread
+from tasks.prepare_data import PreparedData, prepare_data
+from tasks.train_model import steps_per_epoch, training_batches
+from trainflow.callbacks import ResumableEarlyStopping, ResumeCheckpoint, StepCheckpoint
+from trainflow.checkpoints import EarlyStoppingState, ResumeState
+from trainflow.config import DataSource, SplitSpec
+from trainflow.dataset import read_split
+from trainflow.models import build_model
+from trainflow.paths import ArtifactPaths
+
+SEED = 42
+BATCH_SIZE = 32
+STEP_CHECKPOINT_INTERVAL = 100
+
+
+def _fresh_model(data: PreparedData) -> keras.Model:
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(SEED)
+    return build_model("mlp", data.image_shape, data.num_classes)
+
+
+def _checkpoint_callbacks(
+    model_kind: str, data: PreparedData, directory: Path, every: int | None
+) -> list[keras.callbacks.Callback]:
+    """What `trainflow run` checkpoints with: the best weights, early stopping, resume state."""
+    best = keras.callbacks.ModelCheckpoint(
+        str(directory / "best" / "save_model_{epoch:02d}.weights.h5"),
+        monitor="val_loss",
+        save_best_only=True,
+        save_weights_only=True,
+    )
+    early_stopping = ResumableEarlyStopping(EarlyStoppingState(), monitor="val_loss", patience=1000)
+    state = ResumeState(
+        model_kind=model_kind, data_fingerprint=data.fingerprint, seed=SEED, batch_size=BATCH_SIZE
+    )
+    arguments = (directory / "resume", state, 2, best, early_stopping)
+    (directory / "resume").mkdir(parents=True)
+    (directory / "best").mkdir()
+    if every is None:
+        return [best, early_stopping, ResumeCheckpoint(*arguments)]
+    steps = steps_per_epoch(data.rows["train"], BATCH_SIZE)
+    return [best, early_stopping, StepCheckpoint(*arguments, every=every, steps_per_epoch=steps)]
+
+
+def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: int) -> list[Row]:
+    """(2) Seconds of `fit` with trainflow's checkpoints every epoch, and also every
+    `STEP_CHECKPOINT_INTERVAL` steps, against no checkpoints (early stopping only)."""
+    images, labels = read_split(data.paths.split("train"))
+    validation = read_split(data.paths.split("validation"))
+
+    def fit_seconds(every: int | None, checkpoints: bool) -> float:
+        model = _fresh_model(data)
+        with tempfile.TemporaryDirectory() as directory:
+            callbacks = (
+                _checkpoint_callbacks("mlp", data, Path(directory), every)
+                if checkpoints
+                else [keras.callbacks.EarlyStopping(monitor="val_loss", patience=1000)]
+            )
+            batches = training_batches(images, labels, SEED, range(epochs), BATCH_SIZE)
+            began = time.monotonic()
+            model.fit(
+                batches,
+                steps_per_epoch=steps_per_epoch(len(labels), BATCH_SIZE),
+                epochs=epochs,
+                validation_data=validation,
+                shuffle=False,
+                callbacks=callbacks,
+                verbose=0,
+            )
+            return time.monotonic() - began
+
+    times = alternate(
+        {
+            "none": lambda: fit_seconds(None, checkpoints=False),
+            "epoch": lambda: fit_seconds(None, checkpoints=True),
+            "steps": lambda: fit_seconds(STEP_CHECKPOINT_INTERVAL, checkpoints=True),
+        },
+        repeats,
+    )
+    baseline = statistics.median(times["none"])
+    command = f"./dev bench (bench/training.py: fit {epochs} epochs of mlp on {label})"
+    rows = []
+    for side, every_label, limit in (
+        ("epoch", "every epoch", 2.0),
+        ("steps", f"every {STEP_CHECKPOINT_INTERVAL} steps (and every epoch)", 5.0),
+    ):
+        overhead = 100 * (statistics.median(times[side]) / baseline - 1)
+        rows.append(
+            Row(
+                f"checkpoint overhead, {every_label}, {label}",
+                f"{overhead:+.1f}%: {spread(times[side])} vs none {spread(times['none'])}",
+                f"<= {limit:g}%",
+                overhead <= limit,
+                command,
+            )
+        )
+    return rows
+
+
+def input_pipeline(
+    data: PreparedData, arrays: tuple[np.ndarray, np.ndarray], repeats: int, epochs: int
+) -> list[Row]:
+    """(5) Training samples/s feeding from our prepared Parquet split (read included) through
+    `training_batches`, against `fit` on in-memory NumPy arrays with Keras's own shuffling."""
+    numpy_images, numpy_labels = arrays
+    validation = read_split(data.paths.split("validation"))
+    rows_trained = data.rows["train"] * epochs
+
+    def parquet_side() -> float:
+        model = _fresh_model(data)
+        began = time.monotonic()
+        images, labels = read_split(data.paths.split("train"))
+        model.fit(
+            training_batches(images, labels, SEED, range(epochs), BATCH_SIZE),
+            steps_per_epoch=steps_per_epoch(len(labels), BATCH_SIZE),
+            epochs=epochs,
+            validation_data=validation,
+            shuffle=False,
+            verbose=0,
+        )
+        return rows_trained / (time.monotonic() - began)
+
+    def numpy_side() -> float:
+        model = _fresh_model(data)
+        began = time.monotonic()
+        model.fit(
+            numpy_images,
+            numpy_labels,
+            batch_size=BATCH_SIZE,
+            epochs=epochs,
+            validation_data=validation,
+            shuffle=True,
+            verbose=0,
+        )
+        return rows_trained / (time.monotonic() - began)
+
+    rates = alternate({"parquet": parquet_side, "numpy": numpy_side}, repeats)
+    ratio = statistics.median(rates["parquet"]) / statistics.median(rates["numpy"])
+    return [
+        Row(
+            "input pipeline: samples/s from prepared Parquet vs in-memory NumPy",
+            f"ratio {ratio:.3f}; Parquet {spread(rates['parquet'], unit='samples/s', digits=0)}, "
+            f"NumPy {spread(rates['numpy'], unit='samples/s', digits=0)}",
+            ">= 0.95",
+            ratio >= 0.95,
+            f"./dev bench (bench/training.py: {epochs} epochs of mlp on {MNIST_COMMAND_SOURCE})",
+        )
+    ]
+
+
+def checkpoint_rows(
+    source: str, label: str, repeats: int, epochs: int, directory: Path
+) -> list[Row]:
+    """Row (2) on `source`, prepared under `directory`."""
+    data = prepare_data(DataSource.parse(source), SplitSpec(), ArtifactPaths.at(directory))
+    return checkpoint_overhead(data, label, repeats, epochs)
+
+
+def input_pipeline_rows(repeats: int, epochs: int, directory: Path) -> list[Row]:
+    """Row (5) on the MNIST test split, prepared under `directory`."""
+    data = prepare_data(DataSource.parse(MNIST_SOURCE), SplitSpec(), ArtifactPaths.at(directory))
+    arrays = read_split(data.paths.split("train"))  # the NumPy side: the same examples, in memory
+    return input_pipeline(data, arrays, repeats, epochs)
