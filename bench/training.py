@@ -15,7 +15,7 @@ from bench.harness import MNIST_COMMAND_SOURCE, MNIST_SOURCE, Row, alternate, sp
 from tasks.prepare_data import PreparedData, prepare_data
 from tasks.train_model import steps_per_epoch, training_batches
 from trainflow.callbacks import ResumableEarlyStopping, ResumeCheckpoint, StepCheckpoint
-from trainflow.checkpoints import EarlyStoppingState, ResumeState
+from trainflow.checkpoints import CheckpointWriter, EarlyStoppingState, ResumeState
 from trainflow.config import DataSource, SplitSpec
 from trainflow.dataset import read_split
 from trainflow.models import build_model
@@ -33,8 +33,8 @@ def _fresh_model(data: PreparedData) -> keras.Model:
 
 
 def _checkpoint_callbacks(
-    model_kind: str, data: PreparedData, directory: Path, every: int | None
-) -> list[keras.callbacks.Callback]:
+    model: keras.Model, data: PreparedData, directory: Path, every: int | None
+) -> tuple[list[keras.callbacks.Callback], CheckpointWriter]:
     """What `trainflow run` checkpoints with: the best weights, early stopping, resume state."""
     best = keras.callbacks.ModelCheckpoint(
         str(directory / "best" / "save_model_{epoch:02d}.weights.h5"),
@@ -44,15 +44,16 @@ def _checkpoint_callbacks(
     )
     early_stopping = ResumableEarlyStopping(EarlyStoppingState(), monitor="val_loss", patience=1000)
     state = ResumeState(
-        model_kind=model_kind, data_fingerprint=data.fingerprint, seed=SEED, batch_size=BATCH_SIZE
+        model_kind="mlp", data_fingerprint=data.fingerprint, seed=SEED, batch_size=BATCH_SIZE
     )
-    arguments = (directory / "resume", state, 2, best, early_stopping)
     (directory / "resume").mkdir(parents=True)
     (directory / "best").mkdir()
+    shadow = build_model("mlp", data.image_shape, data.num_classes)
+    writer = CheckpointWriter(model, shadow, directory / "resume", keep=2)
     if every is None:
-        return [best, early_stopping, ResumeCheckpoint(*arguments)]
-    steps = steps_per_epoch(data.rows["train"], BATCH_SIZE)
-    return [best, early_stopping, StepCheckpoint(*arguments, every=every, steps_per_epoch=steps)]
+        return [best, early_stopping, ResumeCheckpoint(writer, state, best, early_stopping)], writer
+    resume = StepCheckpoint(writer, state, best, early_stopping, every=every)
+    return [best, early_stopping, resume], writer
 
 
 def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: int) -> list[Row]:
@@ -64,11 +65,10 @@ def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: in
     def fit_seconds(every: int | None, checkpoints: bool) -> float:
         model = _fresh_model(data)
         with tempfile.TemporaryDirectory() as directory:
-            callbacks = (
-                _checkpoint_callbacks("mlp", data, Path(directory), every)
-                if checkpoints
-                else [keras.callbacks.EarlyStopping(monitor="val_loss", patience=1000)]
-            )
+            writer = None
+            callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=1000)]
+            if checkpoints:
+                callbacks, writer = _checkpoint_callbacks(model, data, Path(directory), every)
             batches = training_batches(images, labels, SEED, range(epochs), BATCH_SIZE)
             began = time.monotonic()
             model.fit(
@@ -80,6 +80,8 @@ def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: in
                 callbacks=callbacks,
                 verbose=0,
             )
+            if writer is not None:
+                writer.close()  # the last checkpoint on disk is part of the cost
             return time.monotonic() - began
 
     times = alternate(

@@ -22,7 +22,7 @@ from trainflow.metrics import (
     write_predictions,
     write_report_tables,
 )
-from trainflow.models import build_model
+from trainflow.models import build_model, load_saved_model
 from trainflow.paths import RunPaths
 from trainflow.stages import input_key, mark_stage_done, stage_is_done
 
@@ -66,7 +66,7 @@ def evaluate_model(
     if stage_is_done(paths, STAGE, key, [paths.evaluation, paths.predictions_table]):
         return Evaluation.model_validate_json(paths.evaluation.read_text())
     images, labels = read_split(data.paths.split("test"))
-    loaded = keras.models.load_model(persisted.keras_model, safe_mode=True)
+    loaded = load_saved_model(persisted.keras_model)
     rebuilt = build_model(training.model_kind, training.image_shape, training.num_classes)
     rebuilt.load_weights(persisted.weights)
     loaded_loss, probabilities = _loss_and_probabilities(loaded, images, labels)
@@ -110,7 +110,7 @@ def evaluate_model(
 def accuracy_on(model_path: Path, test_split: Path) -> float:
     """Test accuracy of the saved `.keras` model at `model_path` on a prepared test split."""
     images, labels = read_split(test_split)
-    model = keras.models.load_model(model_path, safe_mode=True)
+    model = load_saved_model(model_path)
     _, probabilities = _loss_and_probabilities(model, images, labels)
     return float((probabilities.argmax(axis=1) == labels).mean())
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 from prefect import task
 
 from tasks.train_model import TrainingResult
 from trainflow.atomic import atomic_path
 from trainflow.dataset import sha256_of_files
-from trainflow.errors import RunStateError
+from trainflow.errors import NonFiniteLossError, RunStateError
 from trainflow.models import build_model
 from trainflow.paths import RunPaths
 from trainflow.stages import input_key, mark_stage_done, stage_is_done
@@ -33,6 +34,11 @@ def persist_weights(training: TrainingResult, paths: RunPaths) -> Path:
         )
     model = build_model(training.model_kind, training.image_shape, training.num_classes)
     model.load_weights(training.best_checkpoint)
+    if not all(np.isfinite(weights).all() for weights in model.get_weights()):
+        raise NonFiniteLossError(
+            f"{training.best_checkpoint} holds NaN or infinite weights; not persisting a diverged "
+            "model: start the run over with --fresh"
+        )
     with atomic_path(paths.weights) as temporary:
         model.save_weights(temporary)
     mark_stage_done(paths, STAGE, key)

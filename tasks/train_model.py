@@ -34,9 +34,11 @@ from trainflow.callbacks import (
     ResumableEarlyStopping,
     ResumeCheckpoint,
     StepCheckpoint,
+    StopOnNonFiniteLoss,
     TerminalProgress,
 )
 from trainflow.checkpoints import (
+    CheckpointWriter,
     ResumePoint,
     ResumeState,
     load_latest_checkpoint,
@@ -44,7 +46,7 @@ from trainflow.checkpoints import (
 )
 from trainflow.config import ModelKind, RunConfig
 from trainflow.dataset import read_split
-from trainflow.errors import RunStateError
+from trainflow.errors import RunStateError, as_storage_error
 from trainflow.models import build_model
 from trainflow.paths import RunPaths
 
@@ -147,58 +149,78 @@ def _fit(
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     model = build_model(config.model, data.image_shape, data.num_classes)
+    state = _starting_state(model, config, data, paths, state)
+    images, labels = read_split(data.paths.split("train"))
+    validation = read_split(data.paths.split("validation"))
+    steps_in_epoch = steps_per_epoch(len(labels), config.batch_size)
+    paths.best_checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    # Resume checkpoints are saved from a copy of the model, in a background thread.
+    shadow = build_model(config.model, data.image_shape, data.num_classes)
+    writer = CheckpointWriter(model, shadow, paths.resume_dir, config.keep_checkpoints)
+    try:
+        while state.epochs_done < config.epochs and not state.stopped_early:
+            # A part-way epoch is a `fit` of its own: Keras's epochs all have the same step count.
+            last_epoch = state.epochs_done + 1 if state.step_in_epoch else config.epochs
+            callbacks = _callbacks(config, paths, state, steps_in_epoch, writer, extra_callbacks)
+            try:
+                model.fit(
+                    training_batches(
+                        images,
+                        labels,
+                        config.seed,
+                        range(state.epochs_done, last_epoch),
+                        config.batch_size,
+                        skip_steps=state.step_in_epoch,
+                    ),
+                    steps_per_epoch=steps_in_epoch - state.step_in_epoch,
+                    epochs=last_epoch,
+                    initial_epoch=state.epochs_done,
+                    validation_data=validation,
+                    shuffle=False,  # the batches come in each epoch's own order
+                    callbacks=callbacks,
+                    verbose=0,
+                )
+            except OSError as error:  # ModelCheckpoint writes its files itself
+                raise as_storage_error(error, paths.best_checkpoints_dir) or error from error
+            state = next(c for c in callbacks if isinstance(c, ResumeCheckpoint)).state
+    finally:
+        committed = writer.close()  # an interrupted run's last checkpoint must land before it ends
+    return committed or state
+
+
+def _starting_state(
+    model: keras.Model,
+    config: RunConfig,
+    data: PreparedData,
+    paths: RunPaths,
+    state: ResumeState | None,
+) -> ResumeState:
+    """A fresh state, or `state` restored into `model` (weights, optimizer, random state) and
+    recorded as a resume point."""
     if state is None:
-        state = ResumeState(
+        return ResumeState(
             model_kind=config.model,
             data_fingerprint=data.fingerprint,
             seed=config.seed,
             batch_size=config.batch_size,
         )
-    else:
-        model.load_weights(paths.resume_dir / state.weights_file)
-        restore_random_state(model, state.seed_generator_states)
-        _check_optimizer_restored(model, state, paths)
-        resume = ResumePoint(
-            epochs_done=state.epochs_done,
-            step_in_epoch=state.step_in_epoch,
-            global_step=state.global_step,
-        )
-        state = state.model_copy(update={"resumes": [*state.resumes, resume]})
-        logger.info(
-            "Resuming run %s from checkpoint %s: epoch %d, step %d of the epoch, global step %d",
-            paths.name,
-            state.weights_file,
-            state.epochs_done + 1,
-            state.step_in_epoch,
-            state.global_step,
-        )
-    images, labels = read_split(data.paths.split("train"))
-    validation = read_split(data.paths.split("validation"))
-    steps_in_epoch = steps_per_epoch(len(labels), config.batch_size)
-    paths.best_checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    while state.epochs_done < config.epochs and not state.stopped_early:
-        # A part-way epoch is a `fit` of its own: Keras's epochs all have the same number of steps.
-        last_epoch = state.epochs_done + 1 if state.step_in_epoch else config.epochs
-        callbacks = _callbacks(config, paths, state, steps_in_epoch, extra_callbacks)
-        model.fit(
-            training_batches(
-                images,
-                labels,
-                config.seed,
-                range(state.epochs_done, last_epoch),
-                config.batch_size,
-                skip_steps=state.step_in_epoch,
-            ),
-            steps_per_epoch=steps_in_epoch - state.step_in_epoch,
-            epochs=last_epoch,
-            initial_epoch=state.epochs_done,
-            validation_data=validation,
-            shuffle=False,  # the batches come in each epoch's own order
-            callbacks=callbacks,
-            verbose=0,
-        )
-        state = next(c for c in callbacks if isinstance(c, ResumeCheckpoint)).state
-    return state
+    model.load_weights(paths.resume_dir / state.weights_file)
+    restore_random_state(model, state.seed_generator_states)
+    _check_optimizer_restored(model, state, paths)
+    resume = ResumePoint(
+        epochs_done=state.epochs_done,
+        step_in_epoch=state.step_in_epoch,
+        global_step=state.global_step,
+    )
+    logger.info(
+        "Resuming run %s from checkpoint %s: epoch %d, step %d of the epoch, global step %d",
+        paths.name,
+        state.weights_file,
+        state.epochs_done + 1,
+        state.step_in_epoch,
+        state.global_step,
+    )
+    return state.model_copy(update={"resumes": [*state.resumes, resume]})
 
 
 def training_batches(
@@ -213,11 +235,21 @@ def training_batches(
     `skip_steps` batches (those a resumed run has trained already)."""
     orders = np.stack([epoch_order(seed, epoch, len(labels)) for epoch in epochs])
     images, labels = tf.constant(images), tf.constant(labels)
+
+    # Plain graph code: nothing for AutoGraph to convert (and its source lookup fails on lambdas).
+    @tf.autograph.experimental.do_not_convert
+    def batches_of(order: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    @tf.autograph.experimental.do_not_convert
+    def examples(batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.gather(images, batch), tf.gather(labels, batch)
+
     return (
         tf.data.Dataset.from_tensor_slices(orders)
-        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        .flat_map(batches_of)
         .skip(skip_steps)
-        .map(lambda batch: (tf.gather(images, batch), tf.gather(labels, batch)))
+        .map(examples)
         .prefetch(tf.data.AUTOTUNE)
     )
 
@@ -227,10 +259,10 @@ def _callbacks(
     paths: RunPaths,
     state: ResumeState,
     steps_in_epoch: int,
+    writer: CheckpointWriter,
     extra_callbacks: Sequence[keras.callbacks.Callback],
 ) -> list[keras.callbacks.Callback]:
-    """The callbacks of one `fit`, starting from `state`. Per-batch hooks only where asked for:
-    with none, Keras does not wait for each batch to finish before dispatching the next."""
+    """The callbacks of one `fit`, starting from `state`; per-batch work only where asked for."""
     best_checkpoint = keras.callbacks.ModelCheckpoint(
         str(paths.best_checkpoint_pattern),
         monitor="val_loss",
@@ -238,20 +270,23 @@ def _callbacks(
         save_weights_only=True,
         initial_value_threshold=state.best_val_loss,
     )
+    # Saving per epoch, its batch hook does nothing: let Keras run batch hooks in the background.
+    best_checkpoint.async_safe = True
     early_stopping = ResumableEarlyStopping(
         state.early_stopping, monitor="val_loss", patience=config.patience
     )
-    resume_arguments = (paths.resume_dir, state, config.keep_checkpoints, best_checkpoint)
     if config.checkpoint_every is None:
-        resume_checkpoint = ResumeCheckpoint(*resume_arguments, early_stopping)
+        resume_checkpoint = ResumeCheckpoint(writer, state, best_checkpoint, early_stopping)
     else:
         resume_checkpoint = StepCheckpoint(
-            *resume_arguments,
+            writer,
+            state,
+            best_checkpoint,
             early_stopping,
             every=config.checkpoint_every,
-            steps_per_epoch=steps_in_epoch,
         )
     callbacks = [
+        StopOnNonFiniteLoss(),  # first: a diverged batch must not be checkpointed
         best_checkpoint,
         early_stopping,
         resume_checkpoint,
@@ -266,7 +301,8 @@ def _callbacks(
     if config.fail_at_epoch is not None:
         callbacks.append(FailAfterEpoch(config.fail_at_epoch))
     if config.kill_at_step is not None:
-        callbacks.append(KillAtStep(config.kill_at_step, paths.kill_marker(config.kill_at_step)))
+        marker = paths.kill_marker(config.kill_at_step)
+        callbacks.append(KillAtStep(config.kill_at_step, marker, writer))
     return callbacks
 
 

@@ -108,3 +108,25 @@ def test_retraining_flow_registers_and_publishes_the_decision(idx_dir, artifacts
     assert second.promoted and second.champion_run == "challenger-1"
     summary = published_artifacts("trainflow-run-challenger-2")["trainflow-run-challenger-2"]
     assert "| promotion | promoted to champion: test accuracy" in summary.data
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"epochs": 0},
+        {"batch_size": -32},
+        {"patience": -1},
+        {"model": "resnet"},
+        {"dataset": "ftp:somewhere"},
+        {"run_name": "../escape"},
+        {"run_name": "a/b"},
+        {"run_name": "nul\x00byte"},
+        {"epochs": "ten"},
+        {"unknown_option": 1},
+    ],
+)
+def test_bad_parameters_fail_validation_before_any_work(parameters, artifacts):
+    """As a deployment's parameters arrive: a dict, validated by Prefect against `RunConfig`."""
+    state = training_flow(config={**parameters, "artifacts": str(artifacts)}, return_state=True)
+    assert state.is_failed() and "Validation of flow parameters failed" in state.message
+    assert not artifacts.exists()

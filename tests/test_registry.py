@@ -77,3 +77,32 @@ def test_promote_and_rollback_move_the_pointer(config):
         registry.promote("zzz")
     pointer = json.loads(registry.champion_file.read_text())
     assert pointer["run_name"] == "a" and pointer["previous"] == []
+
+
+PROMOTER = """
+import sys
+from tests.test_registry import summary
+from tasks.promote_challenger import promote_challenger
+from trainflow.config import RunConfig
+
+artifacts, name = sys.argv[1:3]
+promote_challenger(RunConfig(artifacts=artifacts), summary(name, 0.9), tolerance=0.0)
+"""
+
+
+def test_concurrent_promotions_are_serialised(config, tmp_path):
+    """Eight processes promote at once: every version is registered and the pointer is whole."""
+    import subprocess
+    import sys
+
+    names = [f"challenger-{index}" for index in range(8)]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", PROMOTER, str(config.artifacts), name])
+        for name in names
+    ]
+    assert [process.wait(timeout=120) for process in processes] == [0] * len(names)
+    registry = Registry(ArtifactPaths.at(config.artifacts))
+    assert sorted(version.run_name for version in registry.versions()) == names
+    champion = registry.champion()
+    assert champion.run_name in names
+    assert len(champion.previous) == len(names) - 1  # every promotion saw the one before it

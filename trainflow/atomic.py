@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from trainflow.errors import as_storage_error
+
 
 def temporary_sibling(path: Path) -> Path:
     """`dir/model.weights.h5` -> `dir/model.tmp-<pid>.weights.h5`: same directory, same suffixes."""
@@ -46,16 +48,19 @@ def _fsync(path: Path) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `path` to write a file or directory to; commit it on success.
 
-    On an exception the temporary is removed and `path` is left as it was.
+    On an exception the temporary is removed and `path` is left as it was; a full or read-only
+    disk raises `StorageError` naming `path`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_sibling(path)
-    _remove(temporary)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove(temporary)
         yield temporary
         fsync_path(temporary)
         _replace(temporary, path)
         _fsync(path.parent)
+    except OSError as error:
+        raise as_storage_error(error, path) or error from error
     finally:
         _remove(temporary)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -14,14 +15,15 @@ import tensorflow as tf
 
 from trainflow.atomic import write_json
 from trainflow.checkpoints import (
+    CheckpointWriter,
     EarlyStoppingState,
     ResumeState,
     capture_metrics_state,
     capture_random_state,
     restore_metrics_state,
-    write_checkpoint,
 )
 from trainflow.dataset import sha256_of_files
+from trainflow.errors import NonFiniteLossError
 
 logger = logging.getLogger("trainflow.train")
 
@@ -49,30 +51,27 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):
-    """Track the training state of a `fit` and commit it as a resume checkpoint at the end of every
-    epoch.
+    """Track the training state of a `fit` and commit it, through `writer`, as a resume checkpoint
+    at the end of every epoch.
 
     At the start of an epoch resumed mid-way it restores the running metric sums, so the epoch's
     loss and accuracy average over all its batches, as without the interruption. Goes after
     `ModelCheckpoint` and `EarlyStopping` in the callback list, so that the state it commits at the
     epoch's end includes their decisions.
 
-    It has no per-batch hook, on purpose: Keras dispatches batches without waiting for the
-    callbacks only when none has one. `StepCheckpoint` adds the hook when step checkpoints are on.
+    It has no per-batch hook: `StepCheckpoint` adds one when step checkpoints are on.
     """
 
     def __init__(
         self,
-        resume_dir: Path,
+        writer: CheckpointWriter,
         state: ResumeState,
-        keep: int,
         best_checkpoint: keras.callbacks.ModelCheckpoint,
         early_stopping: ResumableEarlyStopping,
     ) -> None:
         super().__init__()
-        self.resume_dir = resume_dir
+        self.writer = writer
         self.state = state
-        self.keep = keep
         self.best_checkpoint = best_checkpoint
         self.early_stopping = early_stopping
 
@@ -107,35 +106,66 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         )
 
     def _commit(self, **update) -> None:
-        state = self.state.model_copy(
+        self.state = self.state.model_copy(
             update={"seed_generator_states": capture_random_state(self.model), **update}
         )
-        self.state = write_checkpoint(self.model, self.resume_dir, state, self.keep)
+        self.writer.commit(self.state)
 
 
 class StepCheckpoint(ResumeCheckpoint):
-    """`ResumeCheckpoint` that also commits every `every` global steps within an epoch."""
+    """`ResumeCheckpoint` that also commits every `every` global steps within an epoch.
 
-    def __init__(self, *args, every: int, steps_per_epoch: int, **kwargs) -> None:
+    It commits when the next batch begins, not when a batch ends: the begin hook runs on the
+    training thread with the variables exactly as the finished steps left them, and unlike an end
+    hook it does not stop Keras from running the other callbacks' batch-end work in the background.
+    """
+
+    def __init__(self, *args, every: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.every = every
-        self.steps_per_epoch = steps_per_epoch
+        self.epoch_first_step = self.epoch_first_global_step = 0
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         super().on_epoch_begin(epoch, logs)
-        self.step_in_epoch = self.state.step_in_epoch
-        self.global_step = self.state.global_step
+        self.epoch_first_step = self.state.step_in_epoch
+        self.epoch_first_global_step = self.state.global_step
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        # `batch` steps of this fit's epoch have run (batch 0: the state the epoch began with; the
+        # epoch's last step is committed by the epoch's end, with the epoch's results).
+        global_step = self.epoch_first_global_step + batch
+        if batch and global_step % self.every == 0:
+            self._commit(
+                global_step=global_step,
+                step_in_epoch=self.epoch_first_step + batch,
+                metrics_state=capture_metrics_state(self.model),
+            )
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raise `NonFiniteLossError` after the first batch whose loss is NaN or infinite: the resume
+    checkpoints before it stay, and no diverged model reaches persist or promotion.
+
+    Keras may run its batch hook in the background (`async_safe`); the error then surfaces on the
+    training thread a batch or two later, and always before the epoch's end is committed.
+    """
+
+    async_safe = True  # it only reads the logs it is given
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
-        # Counted here rather than read from the optimizer: reading a variable waits for the step.
-        self.step_in_epoch += 1
-        self.global_step += 1
-        # The epoch's last step is committed by the epoch's end, with the epoch's results.
-        if self.global_step % self.every == 0 and self.step_in_epoch < self.steps_per_epoch:
-            self._commit(
-                global_step=self.global_step,
-                step_in_epoch=self.step_in_epoch,
-                metrics_state=capture_metrics_state(self.model),
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"training diverged: the loss became {float(loss)} in epoch {self.epoch}; nothing "
+                "was persisted. Check the dataset for extreme or mislabelled values, or start over "
+                "(--fresh) with another --seed or --batch-size"
             )
 
 
@@ -151,8 +181,7 @@ class FirstResumedStep(keras.callbacks.Callback):
         self.logged = False
 
     def on_train_batch_begin(self, batch: int, logs=None) -> None:
-        # The begin hook, not the end hook: Keras waits for no batch when no callback has an end
-        # hook. Batch 1 begins once batch 0, the first resumed step, has run.
+        # Batch 1 begins once batch 0, the first resumed step, has run.
         if batch >= 1:
             self._log()
 
@@ -223,16 +252,21 @@ class FailAfterEpoch(keras.callbacks.Callback):
 
 
 class KillAtStep(keras.callbacks.Callback):
-    """SIGKILL this process right after global step `step`, once per run: a marker file records
-    that it happened, so the resumed run, which may train that step again, goes on."""
+    """SIGKILL this process right after global step `step`, once the checkpoints committed up to
+    it are on disk, and only once per run: a marker file records that it happened, so the resumed
+    run, which may train that step again, goes on. (Kills in the middle of a checkpoint write are
+    the crash harness's: tests/test_crash_anywhere.py.)"""
 
-    def __init__(self, step: int, marker: Path) -> None:
+    def __init__(self, step: int, marker: Path, writer: CheckpointWriter) -> None:
         super().__init__()
         self.step = step
         self.marker = marker
+        self.writer = writer
 
-    def on_train_batch_end(self, batch: int, logs=None) -> None:
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        # Before the next step: after `StepCheckpoint` has committed the finished ones.
         if int(self.model.optimizer.iterations.numpy()) == self.step and not self.marker.exists():
+            self.writer.flush()
             write_json(self.marker, {"killed_at_step": self.step, "pid": os.getpid()})
             logger.warning("Killing the training process at step %d (--kill-at-step)", self.step)
             os.kill(os.getpid(), signal.SIGKILL)
@@ -240,10 +274,10 @@ class KillAtStep(keras.callbacks.Callback):
 
 class TerminalProgress(keras.callbacks.Callback):
     """A one-line progress display (epoch, step, loss) for an interactive terminal. Add it only when
-    stderr is a terminal: elsewhere (CI, workers) `EpochLogger`'s lines suffice, and its per-batch
-    hook would make Keras wait for every batch."""
+    stderr is a terminal: elsewhere (CI, workers) `EpochLogger`'s lines suffice."""
 
     REFRESH_SECONDS = 0.25
+    async_safe = True  # it only reads the logs it is given
 
     def __init__(self, epochs: int, steps_per_epoch: int, first_step: int) -> None:
         super().__init__()

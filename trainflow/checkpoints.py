@@ -13,8 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -81,13 +85,14 @@ def checkpoint_files(resume_dir: Path, global_step: int) -> tuple[Path, Path]:
 
 
 def write_checkpoint(
-    model: keras.Model, resume_dir: Path, state: ResumeState, keep: int
+    save_weights: Callable[[Path], None], resume_dir: Path, state: ResumeState, keep: int
 ) -> ResumeState:
-    """Commit `model`'s weights and `state` as the checkpoint of `state.global_step`, then remove
-    all but the newest `keep` checkpoints. Returns the state as committed (with the weights' hash)."""
+    """Commit the weights that `save_weights(path)` writes and `state` as the checkpoint of
+    `state.global_step`, then remove all but the newest `keep` checkpoints. Returns the state as
+    committed (with the weights' hash)."""
     weights_path, state_path = checkpoint_files(resume_dir, state.global_step)
     with atomic_path(weights_path) as temporary:
-        model.save_weights(temporary)
+        save_weights(temporary)
     state = state.model_copy(
         update={
             "weights_file": weights_path.name,
@@ -100,6 +105,112 @@ def write_checkpoint(
         old_state_path.unlink()  # uncommit first: a crash in between leaves an orphan, not a fake
         old_weights_path.unlink(missing_ok=True)
     return state
+
+
+class WeightsFileLayout:
+    """Where each variable of a model and its optimizer goes in the `.weights.h5` file that Keras
+    writes for it, learnt once; then such a file is made from plain arrays by copying bytes, in
+    well under a millisecond, instead of by Keras's per-object saving code (10-15 ms of Python per
+    checkpoint, which also held up the training thread).
+
+    The layout is learnt by saving a model of the same architecture whose variable number i holds
+    the value i+1 everywhere: each dataset of that file then names its variable, and HDF5 says
+    where in the file its bytes are. Every checkpoint is that file with the datasets' bytes
+    replaced, so Keras loads it as its own.
+    """
+
+    def __init__(self, shadow: keras.Model) -> None:
+        variables = [*shadow.variables, *shadow.optimizer.variables]
+        for index, variable in enumerate(variables):
+            variable.assign(np.full(variable.shape, index + 1, dtype=variable.dtype))
+        self.variable_count = len(variables)
+        # (byte offset, dtype, shape, variable index) of every dataset in the file
+        self.spans: list[tuple[int, np.dtype, tuple[int, ...], int]] = []
+        with tempfile.TemporaryDirectory() as directory:
+            template = Path(directory) / "layout.weights.h5"
+            shadow.save_weights(template)
+            self.template = template.read_bytes()
+            with h5py.File(template, "r") as handle:
+                handle.visititems(self._learn_span)
+
+    def _learn_span(self, name: str, item: object) -> None:
+        if not isinstance(item, h5py.Dataset) or item.size == 0:
+            return
+        values = np.asarray(item[()])
+        index = int(values.flat[0]) - 1
+        offset = item.id.get_offset()
+        if not 0 <= index < self.variable_count or not (values == index + 1).all():
+            raise ValueError(f"cannot tell which variable dataset {name} of the weights file holds")
+        if offset is None or item.compression is not None or item.chunks is not None:
+            raise ValueError(f"dataset {name} of the weights file is not stored as plain bytes")
+        self.spans.append((offset, item.dtype, item.shape, index))
+
+    def content(self, values: list[np.ndarray]) -> bytes:
+        """The file's bytes for `values`: the variables' arrays, in the order the layout learnt."""
+        if len(values) != self.variable_count:
+            raise ValueError(
+                f"{len(values)} arrays for a layout of {self.variable_count} variables"
+            )
+        content = bytearray(self.template)
+        for offset, dtype, shape, index in self.spans:
+            data = np.ascontiguousarray(values[index], dtype=dtype).reshape(shape).tobytes()
+            content[offset : offset + len(data)] = data
+        return bytes(content)
+
+
+def checkpoint_variables(model: keras.Model) -> list:
+    """The variables a checkpoint holds, in `WeightsFileLayout`'s order: model, then optimizer."""
+    return [*model.variables, *model.optimizer.variables]
+
+
+class CheckpointWriter:
+    """Commits resume checkpoints from a background thread, so that training does not wait for
+    the disk.
+
+    A commit copies the model's and its optimizer's variables (a fraction of a millisecond); the
+    thread writes them in the file layout Keras uses (`WeightsFileLayout`, learnt from `shadow`, a
+    throwaway model of the same architecture) while training goes on. One commit is in flight at a
+    time: the next one, and `flush`, first wait for it and raise its error, if any. Until its
+    manifest is written a checkpoint does not exist, so a crash meanwhile resumes from the one
+    before, as it would with a synchronous write.
+    """
+
+    def __init__(self, model: keras.Model, shadow: keras.Model, resume_dir: Path, keep: int):
+        self.sources = checkpoint_variables(model)
+        if [v.shape for v in self.sources] != [v.shape for v in checkpoint_variables(shadow)]:
+            raise ValueError("the shadow model's variables do not match the model's")
+        self.layout = WeightsFileLayout(shadow)
+        self.resume_dir = resume_dir
+        self.keep = keep
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainflow-checkpoint")
+        self.pending: Future | None = None
+        self.committed: ResumeState | None = None
+
+    def commit(self, state: ResumeState) -> None:
+        """Start committing the model as it is now, with `state`."""
+        self.flush()
+        values = [np.array(variable.value) for variable in self.sources]
+        self.pending = self.executor.submit(self._write, values, state)
+
+    def flush(self) -> ResumeState | None:
+        """Wait for the commit in flight; the newest committed state (None before any)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+        return self.committed
+
+    def close(self) -> ResumeState | None:
+        """`flush`, and stop the thread."""
+        try:
+            return self.flush()
+        finally:
+            self.executor.shutdown()
+
+    def _write(self, values: list[np.ndarray], state: ResumeState) -> None:
+        content = self.layout.content(values)
+        self.committed = write_checkpoint(
+            lambda path: path.write_bytes(content), self.resume_dir, state, self.keep
+        )
 
 
 def load_latest_checkpoint(resume_dir: Path, quarantine_dir: Path) -> ResumeState | None:

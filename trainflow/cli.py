@@ -222,6 +222,10 @@ def _run(args: argparse.Namespace) -> int:
         atexit.register(server.stop)
     from flows.training import training_flow
 
+    if not args.debug:
+        from trainflow.errors import hide_user_error_tracebacks
+
+        hide_user_error_tracebacks()  # Prefect logs a failed task's traceback to the console
     if server is not None:
         server.wait_until_healthy()
     # Libraries print to stdout; with --json, stdout carries the summary and nothing else.

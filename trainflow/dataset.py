@@ -105,9 +105,10 @@ def split_dataset(
     of train (`validation_fraction` of it); train + validation + test are kept as they are.
     """
     normalised = {name: normalise_split(split) for name, split in raw.items()}
+    origins = "; ".join(split.origin for split in raw.values())
     shapes = {name: images.shape[1:] for name, (images, _) in normalised.items()}
     if len(set(shapes.values())) > 1:
-        raise DataSourceError(f"splits have different image shapes: {shapes}")
+        raise DataSourceError(f"{origins}: splits have different image shapes: {shapes}")
     if set(normalised) == {"train", "validation", "test"}:
         result = normalised
     elif "all" in normalised:
@@ -124,7 +125,8 @@ def split_dataset(
         missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(labels).tolist()))
         if missing:
             raise DataSourceError(
-                f"the {name} split has no examples of class {', '.join(map(str, missing))}; "
+                f"{origins}: the {name} split has no examples of class "
+                f"{', '.join(map(str, missing))}; "
                 "every split needs every class (more data, or other split fractions)"
             )
     return result

@@ -4,6 +4,10 @@ The CLI prints a `UserInputError` as one line and exits with status 2; Prefect t
 them, because running the same bad input again cannot succeed.
 """
 
+import errno
+import logging
+import os
+
 
 class UserInputError(Exception):
     """Bad input from the user: the message names the input and the fix."""
@@ -20,3 +24,48 @@ class RunStateError(UserInputError):
 def is_user_input_error(exception: BaseException) -> bool:
     """True for errors that retrying cannot fix."""
     return isinstance(exception, UserInputError)
+
+
+class StorageError(UserInputError):
+    """The disk refused a write: full, read-only, or not ours to write."""
+
+
+class NonFiniteLossError(UserInputError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
+class UnsafeModelError(UserInputError):
+    """A saved model that would run arbitrary code when loaded."""
+
+
+# Faults of the storage, not of trainflow: retrying cannot help until the user frees or fixes it.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def as_storage_error(error: OSError, path: object) -> StorageError | None:
+    """A `StorageError` naming `path` for a full or read-only disk; None for other OS errors."""
+    if error.errno not in STORAGE_ERRNOS:
+        return None
+    reason = error.strerror or os.strerror(error.errno)
+    return StorageError(
+        f"cannot write {path}: {reason}; free disk space or make the artifacts directory "
+        "writable, then run the same command again: it continues from the last checkpoint"
+    )
+
+
+class HideUserErrorTracebacks(logging.Filter):
+    """A console handler filter: log records of user errors keep their message and lose the
+    traceback (the Prefect UI still gets it); the CLI installs it unless --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and is_user_input_error(record.exc_info[1]):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def hide_user_error_tracebacks() -> None:
+    """Install `HideUserErrorTracebacks` on the root logger's console handlers."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.addFilter(HideUserErrorTracebacks())

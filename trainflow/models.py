@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trainflow.config import ModelKind
+from trainflow.errors import UnsafeModelError
 
 if TYPE_CHECKING:
     import keras
@@ -52,3 +54,20 @@ def build_model(kind: ModelKind, image_shape: tuple[int, int], num_classes: int)
     model.compute_metrics(probe, np.zeros(1, dtype=np.int64), model(probe), sample_weight=None)
     model.reset_metrics()
     return model
+
+
+def load_saved_model(path: Path) -> keras.Model:
+    """`keras.models.load_model(path, safe_mode=True)`, with a refused unsafe model (a `Lambda`
+    layer or other serialized Python code, which loading would run) as `UnsafeModelError`."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except ValueError as error:
+        if "safe_mode" not in str(error):
+            raise
+        raise UnsafeModelError(
+            f"{path} holds Python code (a Lambda layer or a lambda) that loading would run; "
+            "trainflow loads models in Keras's safe mode and refuses it. Use a model trainflow "
+            "saved, or rebuild yours without Lambda layers"
+        ) from error

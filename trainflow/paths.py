@@ -13,6 +13,7 @@ Layout under the root:
     runs/<run name>/evaluation.json                                     evaluation of the saved model
     runs/<run name>/reports/*.parquet, *.png                            metrics tables and pictures
     runs/<run name>/tensorboard/                                        TensorBoard logs
+    locks/<run name>.lock                                               held while the run runs
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ class RunPaths(BaseModel):
     @property
     def record(self) -> Path:
         return self.run_dir / "run.json"
+
+    @property
+    def lock(self) -> Path:
+        """Held while the run runs: `<root>/locks/<name>.lock`, outside the run directory, which
+        --fresh removes."""
+        return self.run_dir.parent.parent / "locks" / f"{self.name}.lock"
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from trainflow.atomic import write_json
 from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths, RunPaths
+from trainflow.runlock import holds_lock, lock_run, unlock_run
 
 logger = logging.getLogger("trainflow.runs")
 
@@ -61,6 +62,7 @@ def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPa
     opening it again (a retry of that flow run must resume, not start over a second time).
     """
     paths = ArtifactPaths.at(config.artifacts).run(run_name)
+    lock_run(paths.lock, run_name)  # before anything of the run is touched
     previous = read_record(paths)
     if (
         config.fresh
@@ -94,19 +96,25 @@ def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPa
 
 
 def close_run(paths: RunPaths, **results: Any) -> None:
-    """Mark the run completed with its results (epochs_completed, resumed_from, test_accuracy)."""
+    """Mark the run completed with its results (epochs_completed, resumed_from, test_accuracy)
+    and release its lock."""
     record = read_record(paths)
     if record is not None:
         write_record(
             paths, record.model_copy(update={"status": "completed", "error": None, **results})
         )
+    unlock_run(paths.lock)
 
 
 def fail_run(paths: RunPaths, error: str) -> None:
-    """Mark the run failed with a one-line reason."""
+    """Mark the run failed with a one-line reason and release its lock; nothing when this process
+    does not hold the lock (it failed because another process runs the run)."""
+    if not holds_lock(paths.lock):
+        return
     record = read_record(paths)
     if record is not None:
         write_record(paths, record.model_copy(update={"status": "failed", "error": error}))
+    unlock_run(paths.lock)
 
 
 def list_runs(artifacts: ArtifactPaths) -> list[RunRecord]:

@@ -1,0 +1,212 @@
+"""Bad data through the command line: one line naming the file and the problem, exit status 2, no
+traceback unless --debug, and earlier results untouched."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
+from trainflow.errors import DataSourceError
+from trainflow.sources import IMAGE_COLUMN, LABEL_COLUMN
+
+
+def _idx(directory: Path, images: np.ndarray, labels: np.ndarray) -> str:
+    write_idx_pair(directory, "t10k", images, labels)
+    return f"idx:{directory}"
+
+
+def truncated_gzip(directory: Path) -> tuple[str, str]:
+    source = _idx(directory, *synthetic_images(100, seed=1))
+    images = directory / "t10k-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:200])
+    return source, "t10k-images-idx3-ubyte.gz: cannot decompress"
+
+
+def wrong_magic(directory: Path) -> tuple[str, str]:
+    source = _idx(directory, *synthetic_images(100, seed=1))
+    content = gzip.decompress((directory / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (directory / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(b"\x00\x00\x0d" + content[3:])
+    )
+    return source, "t10k-labels-idx1-ubyte.gz: not an IDX file"
+
+
+def counts_differ(directory: Path) -> tuple[str, str]:
+    images, labels = synthetic_images(100, seed=1)
+    return _idx(directory, images, labels[:90]), "100 images but 90 labels"
+
+
+def wrong_dimensions(directory: Path) -> tuple[str, str]:
+    images, labels = synthetic_images(100, seed=1)
+    return _idx(directory, images.reshape(100, -1), labels), "expected (count, height, width)"
+
+
+def labels_out_of_range(directory: Path) -> tuple[str, str]:
+    images, labels = synthetic_images(100, seed=1)
+    labels[3] = 12
+    return _idx(directory, images, labels), "labels range 0..12"
+
+
+def _npz(directory: Path, **arrays: np.ndarray) -> str:
+    directory.mkdir(parents=True)
+    np.savez(directory / "data.npz", **arrays)
+    return f"npz:{directory / 'data.npz'}"
+
+
+def nan_pixels(directory: Path) -> tuple[str, str]:
+    x_train, y_train = synthetic_images(100, seed=1)
+    x_test, y_test = synthetic_images(50, seed=2)
+    x_train = x_train.astype(np.float32) / 255
+    x_train[5, 2, 2] = np.nan
+    source = _npz(directory, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return source, "NaN or infinite"
+
+
+def empty_dataset(directory: Path) -> tuple[str, str]:
+    empty_images, empty_labels = np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8)
+    x_test, y_test = synthetic_images(50, seed=2)
+    source = _npz(
+        directory, x_train=empty_images, y_train=empty_labels, x_test=x_test, y_test=y_test
+    )
+    return source, "no examples"
+
+
+def class_missing_from_a_split(directory: Path) -> tuple[str, str]:
+    x_train, y_train = synthetic_images(100, seed=1)
+    x_test, y_test = synthetic_images(50, seed=2)
+    keep = y_test != 7
+    source = _npz(
+        directory, x_train=x_train, y_train=y_train, x_test=x_test[keep], y_test=y_test[keep]
+    )
+    return source, "class 7"
+
+
+def npz_without_keys(directory: Path) -> tuple[str, str]:
+    images, labels = synthetic_images(100, seed=1)
+    return _npz(directory, images=images, labels=labels), "missing arrays x_train"
+
+
+def _parquet(directory: Path, mutate: Callable[[pa.Table], pa.Table]) -> str:
+    directory.mkdir(parents=True)
+    for split, seed in (("train", 1), ("test", 2)):
+        images, labels = synthetic_images(100, seed=seed)
+        table = pa.table(
+            {
+                IMAGE_COLUMN: pa.FixedSizeListArray.from_arrays(
+                    pa.array(images.reshape(-1)), 28 * 28
+                ),
+                LABEL_COLUMN: pa.array(labels.astype(np.int64)),
+            }
+        )
+        pq.write_table(mutate(table), directory / f"{split}.parquet")
+    return f"parquet:{directory}"
+
+
+def parquet_missing_column(directory: Path) -> tuple[str, str]:
+    return _parquet(directory, lambda table: table.drop_columns([LABEL_COLUMN])), "columns are"
+
+
+def parquet_extra_column(directory: Path) -> tuple[str, str]:
+    def add(table: pa.Table) -> pa.Table:
+        return table.append_column("weight", pa.array(np.ones(table.num_rows)))
+
+    return _parquet(directory, add), "columns are ['image', 'label', 'weight']"
+
+
+def parquet_mistyped_column(directory: Path) -> tuple[str, str]:
+    def retype(table: pa.Table) -> pa.Table:
+        labels = pa.array([str(value) for value in table[LABEL_COLUMN].to_pylist()])
+        return table.set_column(1, LABEL_COLUMN, labels)
+
+    return _parquet(directory, retype), "column 'label' has type string"
+
+
+def missing_path(directory: Path) -> tuple[str, str]:
+    return f"idx:{directory / 'nowhere'}", "does not exist"
+
+
+def no_recognisable_files(directory: Path) -> tuple[str, str]:
+    directory.mkdir(parents=True)
+    (directory / "notes.txt").write_text("not data")
+    return f"idx:{directory}", "holds no recognisable files"
+
+
+BAD_DATA = [
+    truncated_gzip,
+    wrong_magic,
+    counts_differ,
+    wrong_dimensions,
+    labels_out_of_range,
+    nan_pixels,
+    empty_dataset,
+    class_missing_from_a_split,
+    npz_without_keys,
+    parquet_missing_column,
+    parquet_extra_column,
+    parquet_mistyped_column,
+    missing_path,
+    no_recognisable_files,
+]
+
+
+def _trainflow_run(source: str, artifacts: Path, environment: dict, *options: str):
+    return subprocess.run(
+        [
+            TRAINFLOW,
+            "run",
+            "--dataset",
+            source,
+            "--epochs",
+            "1",
+            "--artifacts",
+            str(artifacts),
+            *options,
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("make_source", BAD_DATA, ids=lambda function: function.__name__)
+def test_bad_data_is_one_line_naming_the_file_and_exit_2(
+    make_source, tmp_path, artifacts, server_environment
+):
+    source, problem = make_source(tmp_path / "source")
+    completed = _trainflow_run(source, artifacts, server_environment)
+    assert completed.returncode == 2, completed.stderr
+    last_line = completed.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("trainflow: error: ")
+    assert problem in last_line
+    assert str(tmp_path / "source") in last_line  # the file or directory is named
+    assert "Traceback" not in completed.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path, artifacts, server_environment):
+    source, _ = labels_out_of_range(tmp_path / "source")
+    completed = _trainflow_run(source, artifacts, server_environment, "--debug")
+    assert completed.returncode != 0
+    assert "Traceback" in completed.stderr and "DataSourceError" in completed.stderr
+
+
+def test_every_bad_data_case_is_a_data_source_error_in_process(tmp_path):
+    from tasks.prepare_data import prepare_data
+    from trainflow.config import DataSource, SplitSpec
+    from trainflow.paths import ArtifactPaths
+
+    for make_source in BAD_DATA:
+        source, problem = make_source(tmp_path / make_source.__name__)
+        with pytest.raises(DataSourceError, match=None) as raised:
+            prepare_data(
+                DataSource.parse(source), SplitSpec(), ArtifactPaths.at(tmp_path / "artifacts")
+            )
+        assert problem in str(raised.value), make_source.__name__
