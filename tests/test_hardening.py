@@ -245,3 +245,21 @@ class FailedState:
 
     def result(self, raise_on_failure: bool = True):
         return self.exception
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on `port` (Linux: /proc/net/tcp[6])."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                addresses.add(address)
+    return addresses
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net/tcp")
+def test_the_local_prefect_server_listens_on_loopback_only(prefect_server):
+    port = int(prefect_server.rsplit(":", 1)[1].split("/")[0])
+    assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, and nothing else

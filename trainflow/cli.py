@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down"])
     stack.add_argument("--port", type=int, default=4200, help="server port (default: 4200)")
     stack.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address the server listens on (default: 127.0.0.1, this machine only; 0.0.0.0 "
+        "opens it, without authentication, to the network)",
+    )
+    stack.add_argument(
         "--home",
         type=Path,
         default=Path(".prefect-home"),
@@ -291,7 +298,7 @@ def _stack(args: argparse.Namespace) -> int:
             f"Stopped the worker (pid {stack.worker_pid}) and the server (pid {stack.server_pid})"
         )
         return 0
-    stack = stack_up(project_dir, home, args.port)
+    stack = stack_up(project_dir, home, args.port, args.host)
     print(
         f"Prefect server {stack.api_url} (UI: {stack.api_url.removesuffix('/api')}), worker pid "
         f"{stack.worker_pid}. Point prefect commands at it with:\n"

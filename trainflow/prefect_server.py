@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 SERVER_START_TIMEOUT = 120
+LOOPBACK = "127.0.0.1"  # the default: reachable from this machine only
 # The `prefect` command of this environment (the worker and the server must run in it).
 PREFECT_COMMAND = str(Path(sys.executable).with_name("prefect"))
 PR_SET_PDEATHSIG = 1
@@ -47,7 +48,7 @@ def _stop_with_parent() -> None:
 
 
 class LocalServer:
-    """`prefect server start` on a loopback port; use `start`, `wait_until_healthy`, `stop`, or the
+    """`prefect server start` on a port of `host` (default: loopback only); use `start`, `wait_until_healthy`, `stop`, or the
     object as a context manager.
 
     By default the server is tied to this process (it stops when this process dies); `detached`
@@ -61,11 +62,15 @@ class LocalServer:
         port: int | None = None,
         detached: bool = False,
         log: Path | None = None,
+        host: str = LOOPBACK,
     ) -> None:
         self.home = home
         self.services = services
         self.port = port or free_port()
-        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.host = host
+        # Clients on this machine reach a server listening on every address through loopback.
+        client_host = LOOPBACK if host in ("0.0.0.0", "::") else host
+        self.api_url = f"http://{client_host}:{self.port}/api"
         self.detached = detached
         self.process: subprocess.Popen | None = None
         self.log = log.open("w+") if log is not None else tempfile.TemporaryFile(mode="w+")
@@ -83,7 +88,7 @@ class LocalServer:
             "server",
             "start",
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
         ]

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from trainflow.errors import UserInputError
-from trainflow.prefect_server import PREFECT_COMMAND, LocalServer, is_healthy
+from trainflow.prefect_server import LOOPBACK, PREFECT_COMMAND, LocalServer, is_healthy
 
 WORK_POOL = "trainflow-local"
 AUTOMATIONS_FILE = Path("deployments/automations.yaml")
@@ -43,7 +43,7 @@ def stack_environment(project_dir: Path, home: Path, api_url: str) -> dict[str, 
     }
 
 
-def stack_up(project_dir: Path, home: Path, port: int) -> Stack:
+def stack_up(project_dir: Path, home: Path, port: int, host: str = LOOPBACK) -> Stack:
     """Start the server, create the work pool, deploy `deployments/prefect.yaml`, install
     `deployments/automations.yaml`, and start a worker. Stops the server again if a step fails."""
     home.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def stack_up(project_dir: Path, home: Path, port: int) -> Stack:
     if running is not None and is_healthy(running.api_url) and _alive(running.worker_pid):
         return running
     server = LocalServer(
-        home=home, services=True, port=port, detached=True, log=home / "server.log"
+        home=home, services=True, port=port, detached=True, log=home / "server.log", host=host
     )
     server.start()
     try:
