@@ -91,6 +91,17 @@ def wait_for_state(client, flow_run_id, is_done, timeout=RUN_TIMEOUT):
     raise AssertionError(f"flow run {flow_run_id} still {state.type} after {timeout} s")
 
 
+def wait_for_log(client, flow_run_id, text: str, timeout: float = 60) -> bool:
+    """True once a log message of the flow run contains `text`; False after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        if any(text in log.message for log in logs):
+            return True
+        time.sleep(1)
+    return False
+
+
 def test_deployment_run_trains_and_writes_the_files(stack, idx_dir, artifacts):
     completed = deployment_run(stack, "trainflow/train", small_config(idx_dir, artifacts))
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -159,9 +170,12 @@ def test_killed_flow_run_is_crashed_then_retried_and_resumes(stack, client, idx_
         client, flow_run.id, lambda state: state.is_final() and not state.is_crashed()
     )
     assert state.is_completed(), state
-    logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
-    messages = "\n".join(log.message for log in logs)
-    assert "from checkpoint step-000000012.weights.h5: epoch 2, step 3 of the epoch" in messages
+    # The run's logs reach the API in batches, possibly after its final state: wait for them.
+    assert wait_for_log(
+        client,
+        flow_run.id,
+        "from checkpoint step-000000012.weights.h5: epoch 2, step 3 of the epoch",
+    )
     (run_dir,) = (artifacts / "runs").iterdir()
     record = json.loads((run_dir / "run.json").read_text())
     assert record["resumed_from"] == 1 and record["epochs_completed"] == 3
