@@ -154,9 +154,10 @@ def _fit(
     validation = read_split(data.paths.split("validation"))
     steps_in_epoch = steps_per_epoch(len(labels), config.batch_size)
     paths.best_checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    # Resume checkpoints are saved from a copy of the model, in a background thread.
-    shadow = build_model(config.model, data.image_shape, data.num_classes)
-    writer = CheckpointWriter(model, shadow, paths.resume_dir, config.keep_checkpoints)
+    # Resume checkpoints are written in a background thread, in the file layout that a throwaway
+    # model of the same architecture shows.
+    layout_model = build_model(config.model, data.image_shape, data.num_classes)
+    writer = CheckpointWriter(model, layout_model, paths.resume_dir, config.keep_checkpoints)
     try:
         while state.epochs_done < config.epochs and not state.stopped_early:
             # A part-way epoch is a `fit` of its own: Keras's epochs all have the same step count.

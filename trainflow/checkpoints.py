@@ -107,6 +107,11 @@ def write_checkpoint(
     return state
 
 
+def checkpoint_variables(model: keras.Model) -> list:
+    """The variables a checkpoint holds, in `WeightsFileLayout`'s order: model, then optimizer."""
+    return [*model.variables, *model.optimizer.variables]
+
+
 class WeightsFileLayout:
     """Where each variable of a model and its optimizer goes in the `.weights.h5` file that Keras
     writes for it, learnt once; then such a file is made from plain arrays by copying bytes, in
@@ -120,7 +125,7 @@ class WeightsFileLayout:
     """
 
     def __init__(self, shadow: keras.Model) -> None:
-        variables = [*shadow.variables, *shadow.optimizer.variables]
+        variables = checkpoint_variables(shadow)
         for index, variable in enumerate(variables):
             variable.assign(np.full(variable.shape, index + 1, dtype=variable.dtype))
         self.variable_count = len(variables)
@@ -156,11 +161,6 @@ class WeightsFileLayout:
             data = np.ascontiguousarray(values[index], dtype=dtype).reshape(shape).tobytes()
             content[offset : offset + len(data)] = data
         return bytes(content)
-
-
-def checkpoint_variables(model: keras.Model) -> list:
-    """The variables a checkpoint holds, in `WeightsFileLayout`'s order: model, then optimizer."""
-    return [*model.variables, *model.optimizer.variables]
 
 
 class CheckpointWriter:
