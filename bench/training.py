@@ -13,17 +13,17 @@ import numpy as np
 
 from bench.harness import MNIST_COMMAND_SOURCE, MNIST_SOURCE, Row, alternate, spread
 from tasks.prepare_data import PreparedData, prepare_data
-from tasks.train_model import steps_per_epoch, training_batches
-from trainflow.callbacks import ResumableEarlyStopping, ResumeCheckpoint, StepCheckpoint
-from trainflow.checkpoints import CheckpointWriter, EarlyStoppingState, ResumeState
+from tasks.train_model import checkpoint_callbacks, steps_per_epoch, training_batches
+from trainflow.checkpoints import CheckpointWriter, ResumeState
 from trainflow.config import DataSource, SplitSpec
 from trainflow.dataset import read_split
 from trainflow.models import build_model
-from trainflow.paths import ArtifactPaths
+from trainflow.paths import ArtifactPaths, RunPaths
 
 SEED = 42
 BATCH_SIZE = 32
 STEP_CHECKPOINT_INTERVAL = 100
+NO_EARLY_STOP = 1000  # patience: every side trains all its epochs
 
 
 def _fresh_model(data: PreparedData) -> keras.Model:
@@ -35,25 +35,16 @@ def _fresh_model(data: PreparedData) -> keras.Model:
 def _checkpoint_callbacks(
     model: keras.Model, data: PreparedData, directory: Path, every: int | None
 ) -> tuple[list[keras.callbacks.Callback], CheckpointWriter]:
-    """What `trainflow run` checkpoints with: the best weights, early stopping, resume state."""
-    best = keras.callbacks.ModelCheckpoint(
-        str(directory / "best" / "save_model_{epoch:02d}.weights.h5"),
-        monitor="val_loss",
-        save_best_only=True,
-        save_weights_only=True,
-    )
-    early_stopping = ResumableEarlyStopping(EarlyStoppingState(), monitor="val_loss", patience=1000)
+    """What `trainflow run` checkpoints with (its own `checkpoint_callbacks`), for a run under
+    `directory`, and their checkpoint writer."""
+    paths = RunPaths(run_dir=directory)
+    paths.best_checkpoints_dir.mkdir(parents=True)
     state = ResumeState(
         model_kind="mlp", data_fingerprint=data.fingerprint, seed=SEED, batch_size=BATCH_SIZE
     )
-    (directory / "resume").mkdir(parents=True)
-    (directory / "best").mkdir()
-    shadow = build_model("mlp", data.image_shape, data.num_classes)
-    writer = CheckpointWriter(model, shadow, directory / "resume", keep=2)
-    if every is None:
-        return [best, early_stopping, ResumeCheckpoint(writer, state, best, early_stopping)], writer
-    resume = StepCheckpoint(writer, state, best, early_stopping, every=every)
-    return [best, early_stopping, resume], writer
+    layout_model = build_model("mlp", data.image_shape, data.num_classes)
+    writer = CheckpointWriter(model, layout_model, paths.resume_dir, keep=2)
+    return [*checkpoint_callbacks(paths, state, writer, NO_EARLY_STOP, every)], writer
 
 
 def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: int) -> list[Row]:
@@ -66,7 +57,7 @@ def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: in
         model = _fresh_model(data)
         with tempfile.TemporaryDirectory() as directory:
             writer = None
-            callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=1000)]
+            callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=NO_EARLY_STOP)]
             if checkpoints:
                 callbacks, writer = _checkpoint_callbacks(model, data, Path(directory), every)
             batches = training_batches(images, labels, SEED, range(epochs), BATCH_SIZE)

@@ -255,15 +255,15 @@ def training_batches(
     )
 
 
-def _callbacks(
-    config: RunConfig,
+def checkpoint_callbacks(
     paths: RunPaths,
     state: ResumeState,
-    steps_in_epoch: int,
     writer: CheckpointWriter,
-    extra_callbacks: Sequence[keras.callbacks.Callback],
-) -> list[keras.callbacks.Callback]:
-    """The callbacks of one `fit`, starting from `state`; per-batch work only where asked for."""
+    patience: int,
+    checkpoint_every: int | None,
+) -> tuple[keras.callbacks.ModelCheckpoint, ResumableEarlyStopping, ResumeCheckpoint]:
+    """`ModelCheckpoint` (best val_loss), `EarlyStopping` and the resume checkpoints (every epoch,
+    and every `checkpoint_every` steps if set), starting from `state`, in the order they must run."""
     best_checkpoint = keras.callbacks.ModelCheckpoint(
         str(paths.best_checkpoint_pattern),
         monitor="val_loss",
@@ -274,23 +274,29 @@ def _callbacks(
     # Saving per epoch, its batch hook does nothing: let Keras run batch hooks in the background.
     best_checkpoint.async_safe = True
     early_stopping = ResumableEarlyStopping(
-        state.early_stopping, monitor="val_loss", patience=config.patience
+        state.early_stopping, monitor="val_loss", patience=patience
     )
-    if config.checkpoint_every is None:
+    if checkpoint_every is None:
         resume_checkpoint = ResumeCheckpoint(writer, state, best_checkpoint, early_stopping)
     else:
         resume_checkpoint = StepCheckpoint(
-            writer,
-            state,
-            best_checkpoint,
-            early_stopping,
-            every=config.checkpoint_every,
+            writer, state, best_checkpoint, early_stopping, every=checkpoint_every
         )
+    return best_checkpoint, early_stopping, resume_checkpoint
+
+
+def _callbacks(
+    config: RunConfig,
+    paths: RunPaths,
+    state: ResumeState,
+    steps_in_epoch: int,
+    writer: CheckpointWriter,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+) -> list[keras.callbacks.Callback]:
+    """The callbacks of one `fit`, starting from `state`; per-batch work only where asked for."""
     callbacks = [
         StopOnNonFiniteLoss(),  # first: a diverged batch must not be checkpointed
-        best_checkpoint,
-        early_stopping,
-        resume_checkpoint,
+        *checkpoint_callbacks(paths, state, writer, config.patience, config.checkpoint_every),
         EpochLogger(config.epochs),
         EpochSummaries(paths.tensorboard_dir),
         *extra_callbacks,

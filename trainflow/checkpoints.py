@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -85,14 +84,14 @@ def checkpoint_files(resume_dir: Path, global_step: int) -> tuple[Path, Path]:
 
 
 def write_checkpoint(
-    save_weights: Callable[[Path], None], resume_dir: Path, state: ResumeState, keep: int
+    weights: bytes, resume_dir: Path, state: ResumeState, keep: int
 ) -> ResumeState:
-    """Commit the weights that `save_weights(path)` writes and `state` as the checkpoint of
+    """Commit `weights` (a `.weights.h5` file's bytes) and `state` as the checkpoint of
     `state.global_step`, then remove all but the newest `keep` checkpoints. Returns the state as
     committed (with the weights' hash)."""
     weights_path, state_path = checkpoint_files(resume_dir, state.global_step)
     with atomic_path(weights_path) as temporary:
-        save_weights(temporary)
+        temporary.write_bytes(weights)
     state = state.model_copy(
         update={
             "weights_file": weights_path.name,
@@ -207,10 +206,8 @@ class CheckpointWriter:
             self.executor.shutdown()
 
     def _write(self, values: list[np.ndarray], state: ResumeState) -> None:
-        content = self.layout.content(values)
-        self.committed = write_checkpoint(
-            lambda path: path.write_bytes(content), self.resume_dir, state, self.keep
-        )
+        weights = self.layout.content(values)
+        self.committed = write_checkpoint(weights, self.resume_dir, state, self.keep)
 
 
 def load_latest_checkpoint(resume_dir: Path, quarantine_dir: Path) -> ResumeState | None:
