@@ -36,12 +36,13 @@ def fixed_costs(api_url: str, repeats: int) -> list[Row]:
     """Interpreter start, TensorFlow import, Prefect import, Prefect server start, Prefect's cost
     for the flow's eight task runs, Parquet reads of the three splits, one resume checkpoint."""
     from tasks.prepare_data import prepare_data
-    from trainflow.checkpoints import CheckpointWriter, ResumeState
+    from trainflow.checkpoints.state import ResumeState
+    from trainflow.checkpoints.writer import CheckpointWriter
     from trainflow.config import DataSource, SplitSpec
-    from trainflow.dataset import read_split
-    from trainflow.models import build_model
+    from trainflow.data.prepared import read_split
+    from trainflow.orchestration.prefect_server import LocalServer
     from trainflow.paths import ArtifactPaths
-    from trainflow.prefect_server import LocalServer
+    from trainflow.training.models import build_model
 
     python_start = _samples(lambda: wall_time([PYTHON, "-c", "pass"]), repeats)
     baseline = statistics.median(python_start)

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from bench.harness import MNIST_COMMAND_SOURCE, MNIST_SOURCE, TRAINFLOW, Row, spread
-from trainflow.callbacks import FirstResumedStep
-from trainflow.checkpoints import committed_steps
+from trainflow.checkpoints.store import committed_steps
 from trainflow.paths import ArtifactPaths
+from trainflow.training.callbacks.monitoring import FirstResumedStep
 
 FIRST_STEP_LINE = FirstResumedStep.MESSAGE.split("(")[0]
 

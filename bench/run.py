@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.breakdown import fixed_costs
     from bench.recovery import recovery_cost
     from bench.training import checkpoint_rows, input_pipeline_rows
-    from trainflow.prefect_server import LocalServer
+    from trainflow.orchestration.prefect_server import LocalServer
 
     rows = startup(args.repeats)
     with tempfile.TemporaryDirectory() as temporary:

@@ -12,13 +12,16 @@ import keras
 import numpy as np
 
 from bench.harness import MNIST_COMMAND_SOURCE, MNIST_SOURCE, Row, alternate, spread
-from tasks.prepare_data import PreparedData, prepare_data
-from tasks.train_model import checkpoint_callbacks, steps_per_epoch, training_batches
-from trainflow.checkpoints import CheckpointWriter, ResumeState
+from tasks.prepare_data import prepare_data
+from trainflow.checkpoints.state import ResumeState
+from trainflow.checkpoints.writer import CheckpointWriter
 from trainflow.config import DataSource, SplitSpec
-from trainflow.dataset import read_split
-from trainflow.models import build_model
+from trainflow.data.prepared import read_split
 from trainflow.paths import ArtifactPaths, RunPaths
+from trainflow.results import PreparedData
+from trainflow.training.callbacks.checkpointing import checkpoint_callbacks
+from trainflow.training.models import build_model
+from trainflow.training.pipeline import steps_per_epoch, training_batches
 
 SEED = 42
 BATCH_SIZE = 32

@@ -8,8 +8,9 @@ from prefect import flow
 from pydantic import Field
 
 from flows.training import training_flow
-from tasks.promote_challenger import PromotionDecision, promote_challenger_task
+from tasks.promote_challenger import promote_challenger_task
 from trainflow.config import RunConfig
+from trainflow.results import PromotionDecision
 
 DEFAULT_TOLERANCE = 0.005
 

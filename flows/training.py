@@ -12,12 +12,13 @@ from tasks.evaluate_model import evaluate_model_task
 from tasks.persist_model import persist_model_task
 from tasks.persist_weights import persist_weights_task
 from tasks.prepare_data import prepare_data_task
-from tasks.record_run import RunSummary, default_run_name, finish_run_task, start_run_task
+from tasks.record_run import finish_run_task, start_run_task
 from tasks.report_run import report_run_task
 from tasks.train_model import train_model_task
 from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths
-from trainflow.runs import fail_run
+from trainflow.results import RunSummary
+from trainflow.runs.records import default_run_name, fail_run
 
 
 def _record_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:

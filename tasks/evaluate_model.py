@@ -4,52 +4,30 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
-import keras
 import numpy as np
 from prefect import task
-from pydantic import BaseModel
 
-from tasks.persist_model import PersistedModel
-from tasks.prepare_data import PreparedData
-from tasks.train_model import TrainingResult
-from trainflow.atomic import write_json
-from trainflow.dataset import read_split
-from trainflow.metrics import (
-    ClassificationReport,
+from trainflow.data.prepared import read_split
+from trainflow.paths import RunPaths
+from trainflow.reports.metrics import (
     classification_report,
     write_predictions,
     write_report_tables,
 )
-from trainflow.models import build_model, load_saved_model
-from trainflow.paths import RunPaths
-from trainflow.stages import input_key, mark_stage_done, stage_is_done
+from trainflow.results import Evaluation, PersistedModel, PreparedData, TrainingResult
+from trainflow.runs.stage_records import input_key, mark_stage_done, stage_is_done
+from trainflow.storage.atomic import write_json
+from trainflow.training.models import build_model, load_saved_model
+from trainflow.training.scoring import loss_and_probabilities
 
 logger = logging.getLogger("trainflow.evaluate")
+
+
 STAGE = "evaluate_model"
 
-EVALUATION_BATCH_SIZE = 256
+
 LOSS_TOLERANCE = 1e-5
-
-
-class Evaluation(BaseModel):
-    """Test-set metrics of the saved model, as written to `evaluation.json`.
-
-    `loss` and `accuracy` are those of `load_model(keras_model)`; `weights_model_loss` is the loss of
-    a freshly built model with `weights` loaded, which must agree.
-    """
-
-    loss: float
-    accuracy: float
-    per_class_accuracy: list[float]
-    num_examples: int
-    report: ClassificationReport
-    predictions: Path
-    keras_model: Path
-    weights: Path
-    weights_model_loss: float
-    path: Path
 
 
 class ModelsDisagree(RuntimeError):
@@ -69,8 +47,8 @@ def evaluate_model(
     loaded = load_saved_model(persisted.keras_model)
     rebuilt = build_model(training.model_kind, training.image_shape, training.num_classes)
     rebuilt.load_weights(persisted.weights)
-    loaded_loss, probabilities = _loss_and_probabilities(loaded, images, labels)
-    rebuilt_loss, rebuilt_probabilities = _loss_and_probabilities(rebuilt, images, labels)
+    loaded_loss, probabilities = loss_and_probabilities(loaded, images, labels)
+    rebuilt_loss, rebuilt_probabilities = loss_and_probabilities(rebuilt, images, labels)
     loaded_predictions = probabilities.argmax(axis=1)
     rebuilt_predictions = rebuilt_probabilities.argmax(axis=1)
     if not np.array_equal(loaded_predictions, rebuilt_predictions) or not math.isclose(
@@ -105,25 +83,6 @@ def evaluate_model(
         paths.evaluation,
     )
     return evaluation
-
-
-def accuracy_on(model_path: Path, test_split: Path) -> float:
-    """Test accuracy of the saved `.keras` model at `model_path` on a prepared test split."""
-    images, labels = read_split(test_split)
-    model = load_saved_model(model_path)
-    _, probabilities = _loss_and_probabilities(model, images, labels)
-    return float((probabilities.argmax(axis=1) == labels).mean())
-
-
-def _loss_and_probabilities(
-    model: keras.Model, images: np.ndarray, labels: np.ndarray
-) -> tuple[float, np.ndarray]:
-    """The mean test loss and the class probabilities, from one pass over the test images (the
-    loss is Keras's own sparse categorical cross-entropy of those probabilities, as `evaluate`
-    computes it, without a second pass)."""
-    probabilities = model.predict(images, batch_size=EVALUATION_BATCH_SIZE, verbose=0)
-    losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
-    return float(np.mean(keras.ops.convert_to_numpy(losses), dtype=np.float64)), probabilities
 
 
 evaluate_model_task = task(evaluate_model, name="evaluate_model", retries=1)

@@ -6,24 +6,17 @@ import logging
 from pathlib import Path
 
 from prefect import task
-from pydantic import BaseModel
 
-from tasks.train_model import TrainingResult
-from trainflow.atomic import atomic_path
-from trainflow.models import build_model
 from trainflow.paths import RunPaths
-from trainflow.stages import input_key, mark_stage_done, stage_is_done
+from trainflow.results import PersistedModel, TrainingResult
+from trainflow.runs.stage_records import input_key, mark_stage_done, stage_is_done
+from trainflow.storage.atomic import atomic_path
+from trainflow.training.models import build_model
 
 logger = logging.getLogger("trainflow.persist")
+
+
 STAGE = "persist_model"
-
-
-class PersistedModel(BaseModel):
-    """The saved forms of one trained model."""
-
-    keras_model: Path
-    saved_model: Path
-    weights: Path
 
 
 def persist_model(training: TrainingResult, weights: Path, paths: RunPaths) -> PersistedModel:

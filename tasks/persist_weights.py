@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 
-from tasks.train_model import TrainingResult
-from trainflow.atomic import atomic_path
-from trainflow.dataset import sha256_of_files
 from trainflow.errors import NonFiniteLossError, RunStateError
-from trainflow.models import build_model
 from trainflow.paths import RunPaths
-from trainflow.stages import input_key, mark_stage_done, stage_is_done
+from trainflow.results import TrainingResult
+from trainflow.runs.stage_records import input_key, mark_stage_done, stage_is_done
+from trainflow.storage.atomic import atomic_path
+from trainflow.storage.digests import sha256_of_files
+from trainflow.training.models import build_model
 
 logger = logging.getLogger("trainflow.persist")
 STAGE = "persist_weights"

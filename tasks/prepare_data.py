@@ -2,46 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 from datetime import UTC, datetime
 
 from prefect import task
-from pydantic import BaseModel
 
-from tasks.retry_policy import retry_unless_user_input_error
-from trainflow.atomic import atomic_path, write_json
 from trainflow.config import DataSource, SplitSpec
-from trainflow.dataset import (
-    NUM_CLASSES,
-    class_counts,
-    sha256_of_arrays,
-    sha256_of_files,
-    split_dataset,
-    write_split,
+from trainflow.data.preparation import (
+    PREPARED_FORMAT_VERSION,
+    data_fingerprint,
+    manifest_is_complete,
+    prepared_from_manifest,
 )
+from trainflow.data.prepared import sha256_of_arrays, write_split
+from trainflow.data.sources import locate_source_files, read_source
+from trainflow.data.splitting import class_counts, split_dataset
+from trainflow.data.validation import NUM_CLASSES
+from trainflow.orchestration.retry_policy import retry_unless_user_input_error
 from trainflow.paths import PREPARED_SPLITS, ArtifactPaths, DataPaths
-from trainflow.sources import locate_source_files, read_source
+from trainflow.results import PreparedData
+from trainflow.storage.atomic import atomic_path, write_json
+from trainflow.storage.digests import sha256_of_files
 
 logger = logging.getLogger("trainflow.prepare_data")
-
-# Part of the fingerprint: bump it when the prepared files change meaning, so old ones are not reused.
-PREPARED_FORMAT_VERSION = 1
-
-
-class PreparedData(BaseModel):
-    """Where the prepared splits are and what they hold."""
-
-    paths: DataPaths
-    fingerprint: str
-    source: str
-    source_sha256: str
-    image_shape: tuple[int, int]
-    num_classes: int
-    rows: dict[str, int]
-    reused: bool
 
 
 def prepare_data(source: DataSource, split: SplitSpec, artifacts: ArtifactPaths) -> PreparedData:
@@ -94,44 +77,6 @@ def prepare_data(source: DataSource, split: SplitSpec, artifacts: ArtifactPaths)
     prepared = prepared_from_manifest(paths, reused=False)
     logger.info("Prepared %s into %s: %s", source, paths.root, prepared.rows)
     return prepared
-
-
-def data_fingerprint(source_sha256: str, split: SplitSpec) -> str:
-    """Identify prepared data by the source's bytes and the split parameters."""
-    key = json.dumps(
-        {"format": PREPARED_FORMAT_VERSION, "source": source_sha256, "split": split.model_dump()},
-        sort_keys=True,
-    )
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def manifest_is_complete(paths: DataPaths) -> bool:
-    """True when the manifest exists and every split file it lists has the recorded sha256."""
-    if not paths.manifest.is_file():
-        return False
-    manifest = json.loads(paths.manifest.read_text())
-    for name, entry in manifest["splits"].items():
-        split_path = paths.split(name)
-        if not split_path.is_file() or sha256_of_files([split_path]) != entry["sha256"]:
-            logger.warning("Prepared data %s is damaged (%s); preparing it again", paths.root, name)
-            shutil.rmtree(paths.root)
-            return False
-    return True
-
-
-def prepared_from_manifest(paths: DataPaths, reused: bool) -> PreparedData:
-    """Describe the prepared data that `paths.manifest` records."""
-    manifest = json.loads(paths.manifest.read_text())
-    return PreparedData(
-        paths=paths,
-        fingerprint=manifest["fingerprint"],
-        source=manifest["source"],
-        source_sha256=manifest["source_sha256"],
-        image_shape=tuple(manifest["image_shape"]),
-        num_classes=manifest["num_classes"],
-        rows={name: entry["rows"] for name, entry in manifest["splits"].items()},
-        reused=reused,
-    )
 
 
 prepare_data_task = task(

@@ -5,27 +5,15 @@ from __future__ import annotations
 import logging
 
 from prefect import task
-from pydantic import BaseModel
 
-from tasks.evaluate_model import accuracy_on
-from tasks.record_run import RunSummary, publish_summary
 from trainflow.config import RunConfig
+from trainflow.orchestration.summary import publish_summary
 from trainflow.paths import ArtifactPaths
-from trainflow.registry import ModelVersion, Registry, code_version, now
+from trainflow.results import PromotionDecision, RunSummary
+from trainflow.runs.registry import ModelVersion, Registry, code_version, now
+from trainflow.training.scoring import accuracy_on
 
 logger = logging.getLogger("trainflow.promote")
-
-
-class PromotionDecision(BaseModel):
-    """Whether the challenger became the champion, and why."""
-
-    run_name: str
-    promoted: bool
-    reason: str
-    challenger_accuracy: float
-    champion_run: str | None
-    champion_accuracy: float | None
-    tolerance: float
 
 
 def promote_challenger(

@@ -2,51 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel
 
-from tasks.evaluate_model import Evaluation
-from tasks.persist_model import PersistedModel
-from tasks.report_run import RunReport
-from tasks.train_model import TrainingResult
-from trainflow.artifact_keys import summary_key
 from trainflow.config import RunConfig
+from trainflow.orchestration.summary import publish_summary
 from trainflow.paths import RunPaths
-from trainflow.runs import close_run, open_run
-
-
-class RunSummary(BaseModel):
-    """What a finished run reports (`trainflow run --json` prints it).
-
-    `resumed_from` counts the epochs already done when training last resumed, and
-    `resumed_from_step` the global steps; both are None for a run that never resumed.
-    """
-
-    run_name: str
-    run_dir: Path
-    model_path: Path
-    weights_path: Path
-    saved_model_path: Path
-    evaluation_path: Path
-    reports_dir: Path
-    data_fingerprint: str
-    test_accuracy: float
-    test_loss: float
-    macro_f1: float
-    epochs_completed: int
-    best_epoch: int
-    stopped_early: bool
-    resumed_from: int | None
-    resumed_from_step: int | None
-
-
-def default_run_name(flow_run_name: str, flow_run_id: str) -> str:
-    """A new, unique run name, stable across retries of the same flow run."""
-    return f"{flow_run_name}-{flow_run_id[:8]}"
+from trainflow.results import Evaluation, PersistedModel, RunReport, RunSummary, TrainingResult
+from trainflow.runs.records import close_run, default_run_name, open_run
 
 
 def finish_run(
@@ -82,46 +45,6 @@ def finish_run(
         test_accuracy=summary.test_accuracy,
     )
     return summary
-
-
-def summary_markdown(config: RunConfig, summary: RunSummary, extra: str = "") -> str:
-    """The run summary shown in the Prefect UI: parameters, data, resume events, metrics."""
-    resumed = (
-        "never interrupted"
-        if summary.resumed_from is None
-        else f"resumed after {summary.resumed_from} epochs (global step {summary.resumed_from_step})"
-    )
-    parameters = "\n".join(
-        f"| `{name}` | `{value}` |" for name, value in config.model_dump(mode="json").items()
-    )
-    return f"""# trainflow run `{summary.run_name}`
-
-| metric | value |
-| --- | --- |
-| test accuracy | {summary.test_accuracy:.4f} |
-| test loss | {summary.test_loss:.4f} |
-| macro F1 | {summary.macro_f1:.4f} |
-| epochs completed | {summary.epochs_completed} (best: {summary.best_epoch}, stopped early: {summary.stopped_early}) |
-| resume | {resumed} |
-| data | `{config.dataset}` (prepared data `{summary.data_fingerprint}`) |
-| model | `{summary.model_path}` |
-| pictures | `{summary.reports_dir}`: learning_curves.png, confusion_matrix.png, confident_mistakes.png |
-{extra}
-## Parameters
-
-| parameter | value |
-| --- | --- |
-{parameters}
-"""
-
-
-def publish_summary(config: RunConfig, summary: RunSummary, extra: str = "") -> None:
-    """Publish (a new version of) the run's markdown summary artifact; call inside a flow run."""
-    create_markdown_artifact(
-        key=summary_key(summary.run_name),
-        markdown=summary_markdown(config, summary, extra),
-        description=f"Summary of trainflow run {summary.run_name}",
-    )
 
 
 @task(name="start_run")

@@ -1,40 +1,27 @@
-"""Stage 6: the report people look at — the training history as Parquet, learning curves, the
+"""Stage 6: the report people look at: the training history as Parquet, learning curves, the
 confusion matrix and the most confident mistakes as PNG files."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_table_artifact
-from pydantic import BaseModel
 
-from tasks.evaluate_model import Evaluation
-from tasks.prepare_data import PreparedData
-from tasks.train_model import TrainingResult
-from trainflow import plots
-from trainflow.artifact_keys import classes_key
-from trainflow.dataset import read_split
+from trainflow.data.prepared import read_split
+from trainflow.orchestration.artifact_keys import classes_key
 from trainflow.paths import RunPaths
-from trainflow.stages import input_key, mark_stage_done, stage_is_done
+from trainflow.reports import plots
+from trainflow.reports.history import write_history
+from trainflow.results import Evaluation, PreparedData, RunReport, TrainingResult
+from trainflow.runs.stage_records import input_key, mark_stage_done, stage_is_done
 
 logger = logging.getLogger("trainflow.report")
+
+
 STAGE = "report_run"
-
-
-class RunReport(BaseModel):
-    """The report's files."""
-
-    history_table: Path
-    per_class_table: Path
-    confusion_table: Path
-    predictions_table: Path
-    learning_curves: Path
-    confusion_matrix: Path
-    confident_mistakes: Path
 
 
 def report_run(
@@ -83,22 +70,6 @@ def report_run(
     mark_stage_done(paths, STAGE, key)
     logger.info("Report written to %s", paths.reports_dir)
     return report
-
-
-def write_history(path: Path, history: dict[str, list[float]], resumed_epochs: list[int]) -> None:
-    """One row an epoch: its metrics, and whether training resumed during (or at the start of) it."""
-    epochs = list(range(1, len(history.get("loss", [])) + 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.table(
-            {
-                "epoch": epochs,
-                **{name: values for name, values in sorted(history.items())},
-                "resumed": [epoch in resumed_epochs for epoch in epochs],
-            }
-        ),
-        path,
-    )
 
 
 @task(name="report_run")

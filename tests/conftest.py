@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from trainflow.environment import configure_environment
-from trainflow.prefect_server import LocalServer
+from trainflow.orchestration.prefect_server import LocalServer
 
 configure_environment()
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from trainflow.atomic import atomic_path, temporary_sibling, write_json
+from trainflow.storage.atomic import atomic_path, temporary_sibling, write_json
 
 
 def test_temporary_sibling_keeps_the_suffixes_keras_requires(tmp_path):

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
+from trainflow.data.readers import IMAGE_COLUMN, LABEL_COLUMN
 from trainflow.errors import DataSourceError
-from trainflow.sources import IMAGE_COLUMN, LABEL_COLUMN
 
 
 def _idx(directory: Path, images: np.ndarray, labels: np.ndarray) -> str:

@@ -5,8 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from trainflow.checkpoints import CheckpointWriter, ResumeState, checkpoint_files
-from trainflow.models import build_model
+from trainflow.checkpoints.state import ResumeState
+from trainflow.checkpoints.store import checkpoint_files
+from trainflow.checkpoints.writer import CheckpointWriter
+from trainflow.training.models import build_model
 
 
 def trained_model(kind: str) -> keras.Model:

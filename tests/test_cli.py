@@ -38,7 +38,7 @@ def trainflow(*args, env, check_status=0):
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["runs", "--help"]])
 def test_help_does_not_import_tensorflow_or_prefect(argv):
     probe = (
-        "import sys\nfrom trainflow.cli import main\n"
+        "import sys\nfrom app.cli import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'prefect'}))"
     )
@@ -165,7 +165,7 @@ def test_sigkilled_run_resumes_when_started_again_with_its_name(
 def test_keras_download_path_loads_mnist_or_names_the_way_out(tmp_path):
     """The real `keras.datasets` path: downloads where there is a network, else one clear error."""
     probe = (
-        "from trainflow.sources import read_keras_dataset\n"
+        "from trainflow.data.sources import read_keras_dataset\n"
         "from trainflow.errors import DataSourceError\n"
         "try:\n    splits = read_keras_dataset('mnist')\n"
         "    print({name: split.images.shape for name, split in splits.items()})\n"

@@ -19,7 +19,7 @@ import keras
 import pytest
 
 from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
-from trainflow.weightfiles import differing_arrays
+from trainflow.checkpoints.compare import differing_arrays
 
 CRASH_SEED = int(os.environ.get("TRAINFLOW_CRASH_SEED", time.time_ns() % 1_000_000))
 DEFAULT_TRIALS = 10

@@ -3,16 +3,11 @@ import pytest
 
 from tests.conftest import synthetic_images
 from trainflow.config import SplitSpec
-from trainflow.dataset import (
-    class_counts,
-    normalise_split,
-    read_split,
-    split_dataset,
-    stratified_split,
-    write_split,
-)
+from trainflow.data.prepared import read_split, write_split
+from trainflow.data.readers import RawSplit
+from trainflow.data.splitting import class_counts, split_dataset, stratified_split
+from trainflow.data.validation import normalise_split
 from trainflow.errors import DataSourceError
-from trainflow.sources import RawSplit
 
 
 def raw(images, labels, origin="test.idx"):

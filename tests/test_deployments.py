@@ -20,8 +20,8 @@ from tests.conftest import (
     synthetic_images,
     write_idx_pair,
 )
-from trainflow.prefect_server import PREFECT_COMMAND, free_port
-from trainflow.stack import stack_down, stack_up
+from trainflow.orchestration.prefect_server import PREFECT_COMMAND, free_port
+from trainflow.orchestration.stack import stack_down, stack_up
 
 RUN_TIMEOUT = 300
 HEARTBEAT_SECONDS = 30

@@ -10,11 +10,12 @@ import sys
 import pytest
 
 from tasks.prepare_data import prepare_data
-from tasks.train_model import epoch_order, train_model
-from trainflow.checkpoints import checkpoint_files, load_latest_checkpoint
+from tasks.train_model import train_model
+from trainflow.checkpoints.compare import differing_arrays
+from trainflow.checkpoints.store import checkpoint_files, load_latest_checkpoint
 from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths
-from trainflow.weightfiles import differing_arrays
+from trainflow.training.pipeline import epoch_order
 
 STEPS_PER_EPOCH = 9  # 280 training examples in batches of 32
 

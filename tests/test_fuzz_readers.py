@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trainflow.config import DataSource, SplitSpec
-from trainflow.dataset import split_dataset
+from trainflow.data.sources import locate_source_files, read_source
+from trainflow.data.splitting import split_dataset
 from trainflow.errors import DataSourceError
-from trainflow.sources import locate_source_files, read_source
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -17,23 +17,23 @@ import pytest
 
 from tasks.persist_model import persist_model
 from tasks.persist_weights import persist_weights
-from tasks.retry_policy import retry_unless_user_input_error
 from tasks.train_model import train_model
 from tests.conftest import TRAINFLOW
-from trainflow.checkpoints import load_latest_checkpoint
+from trainflow.checkpoints.store import load_latest_checkpoint
 from trainflow.errors import (
     DataSourceError,
     NonFiniteLossError,
     StorageError,
     UnsafeModelError,
 )
-from trainflow.models import load_saved_model
-from trainflow.runlock import RunInUseError
-from trainflow.runs import open_run
+from trainflow.orchestration.retry_policy import retry_unless_user_input_error
+from trainflow.runs.lock import RunInUseError
+from trainflow.runs.records import open_run
+from trainflow.training.models import load_saved_model
 
 HOLD_THE_LOCK = """
 import sys, time
-from trainflow.runlock import lock_run
+from trainflow.runs.lock import lock_run
 lock_run(__import__("pathlib").Path(sys.argv[1]), "busy")
 print("locked", flush=True)
 time.sleep(600)
@@ -155,7 +155,7 @@ def test_disk_fault_during_persist_keeps_the_champion_and_earlier_files(run, mon
     from tasks.promote_challenger import promote_challenger
     from tests.test_registry import summary
     from trainflow.paths import ArtifactPaths
-    from trainflow.registry import Registry
+    from trainflow.runs.registry import Registry
 
     config, data, paths = run
     promote_challenger(config, summary("champion", 0.9), tolerance=0.0)
@@ -176,7 +176,7 @@ def test_disk_fault_during_persist_keeps_the_champion_and_earlier_files(run, mon
 
 def test_a_diverging_loss_stops_training_at_once_and_nothing_is_persisted(run, monkeypatch):
     config, data, paths = run
-    from tasks import train_model as stage
+    from trainflow.training import session as stage
 
     build_model = stage.build_model
 
@@ -196,8 +196,8 @@ def test_a_diverging_loss_stops_training_at_once_and_nothing_is_persisted(run, m
 
 
 def test_persist_refuses_non_finite_weights(run):
-    from trainflow.dataset import sha256_of_files
-    from trainflow.models import build_model
+    from trainflow.storage.digests import sha256_of_files
+    from trainflow.training.models import build_model
 
     config, data, paths = run
     training = train_model(config, data, paths)

@@ -7,9 +7,10 @@ import pytest
 
 from tasks.prepare_data import prepare_data
 from trainflow.config import DataSource, SplitSpec
-from trainflow.dataset import read_split, sha256_of_files
+from trainflow.data.prepared import read_split
 from trainflow.errors import DataSourceError
 from trainflow.paths import ArtifactPaths
+from trainflow.storage.digests import sha256_of_files
 
 
 def prepare(spec, artifacts, **split):

@@ -9,8 +9,8 @@ from tasks.persist_model import persist_model
 from tasks.persist_weights import persist_weights
 from tasks.train_model import train_model
 from tests.conftest import STEPS_PER_EPOCH
-from trainflow.callbacks import InjectedFailure
-from trainflow.checkpoints import checkpoint_files, load_latest_checkpoint
+from trainflow.checkpoints.store import checkpoint_files, load_latest_checkpoint
+from trainflow.training.callbacks.faults import InjectedFailure
 
 
 def interrupted_after_epoch_3(run):

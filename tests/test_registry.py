@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from tasks.promote_challenger import promote_challenger
-from tasks.record_run import RunSummary
 from trainflow.config import RunConfig
 from trainflow.errors import UserInputError
 from trainflow.paths import ArtifactPaths
-from trainflow.registry import Registry
+from trainflow.results import RunSummary
+from trainflow.runs.registry import Registry
 
 
 def summary(run_name: str, accuracy: float) -> RunSummary:

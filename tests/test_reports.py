@@ -9,17 +9,17 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from app.reevaluate import reevaluate_run
 from tasks.evaluate_model import evaluate_model
 from tasks.persist_model import persist_model
 from tasks.persist_weights import persist_weights
 from tasks.report_run import report_run
 from tasks.train_model import train_model
-from trainflow.callbacks import InjectedFailure
-from trainflow.dataset import read_split
+from trainflow.data.prepared import read_split
 from trainflow.errors import UserInputError
-from trainflow.metrics import classification_report
-from trainflow.reevaluate import reevaluate_run
-from trainflow.runs import open_run
+from trainflow.reports.metrics import classification_report
+from trainflow.runs.records import open_run
+from trainflow.training.callbacks.faults import InjectedFailure
 
 CLASSIC_CODE = """
 import json, sys

@@ -5,8 +5,9 @@ import pytest
 
 from tests.conftest import synthetic_images, write_idx, write_idx_pair
 from trainflow.config import DataSource
+from trainflow.data.readers import read_idx_file
+from trainflow.data.sources import locate_source_files, read_source
 from trainflow.errors import DataSourceError
-from trainflow.sources import locate_source_files, read_idx_file, read_source
 
 
 def read(spec: str):

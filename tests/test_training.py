@@ -14,11 +14,11 @@ from tasks.persist_weights import persist_weights
 from tasks.prepare_data import prepare_data
 from tasks.train_model import train_model
 from tests.conftest import STEPS_PER_EPOCH, synthetic_images, write_idx_pair
-from trainflow.callbacks import InjectedFailure
-from trainflow.checkpoints import load_latest_checkpoint
-from trainflow.dataset import read_split
+from trainflow.checkpoints.store import load_latest_checkpoint
+from trainflow.data.prepared import read_split
 from trainflow.errors import RunStateError
 from trainflow.paths import ArtifactPaths
+from trainflow.training.callbacks.faults import InjectedFailure
 
 
 def test_training_checkpoints_every_epoch_and_keeps_the_best(run):

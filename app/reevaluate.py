@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.evaluate_model import Evaluation, evaluate_model
-from tasks.persist_model import PersistedModel
+from tasks.evaluate_model import evaluate_model
 from tasks.prepare_data import prepare_data
 from tasks.report_run import report_run
-from tasks.train_model import TrainingResult
 from trainflow.config import RunConfig
 from trainflow.errors import UserInputError
 from trainflow.paths import ArtifactPaths, RunPaths
-from trainflow.runs import read_record
+from trainflow.results import Evaluation, PersistedModel, TrainingResult
+from trainflow.runs.records import read_record
 
 
 def reevaluate_run(run_dir: Path, dataset: str | None) -> Evaluation:

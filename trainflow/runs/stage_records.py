@@ -13,8 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from trainflow.atomic import write_json
 from trainflow.paths import RunPaths
+from trainflow.storage.atomic import write_json
 
 logger = logging.getLogger("trainflow.stages")
 

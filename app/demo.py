@@ -17,11 +17,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from trainflow.checkpoints import committed_steps
+from trainflow.checkpoints.compare import differing_arrays
+from trainflow.checkpoints.store import committed_steps
 from trainflow.config import RunConfig
 from trainflow.errors import UserInputError
 from trainflow.paths import ArtifactPaths
-from trainflow.weightfiles import differing_arrays
 
 
 class DemoReport(BaseModel):
@@ -50,7 +50,7 @@ class DemoReport(BaseModel):
 def plan_kill_step(config: RunConfig) -> tuple[int, int, int]:
     """(kill step, total steps, steps per epoch): `config.kill_at_step`, or a step drawn at random."""
     from tasks.prepare_data import prepare_data
-    from tasks.train_model import steps_per_epoch
+    from trainflow.training.pipeline import steps_per_epoch
 
     data = prepare_data(config.source, config.split, ArtifactPaths.at(config.artifacts))
     epoch_steps = steps_per_epoch(data.rows["train"], config.batch_size)
@@ -122,7 +122,7 @@ def _trainflow_run(config: RunConfig, kill_step: int | None) -> tuple[float, int
     arguments = [
         sys.executable,
         "-m",
-        "trainflow.cli",
+        "app.cli",
         "run",
         "--json",
         "--dataset",

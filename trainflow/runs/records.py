@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from trainflow.atomic import write_json
 from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths, RunPaths
-from trainflow.runlock import holds_lock, lock_run, unlock_run
+from trainflow.runs.lock import holds_lock, lock_run, unlock_run
+from trainflow.storage.atomic import write_json
 
 logger = logging.getLogger("trainflow.runs")
 
@@ -36,6 +36,11 @@ class RunRecord(BaseModel):
     resumed_from: int | None = None
     test_accuracy: float | None = None
     error: str | None = None
+
+
+def default_run_name(flow_run_name: str, flow_run_id: str) -> str:
+    """A new, unique run name, stable across retries of the same flow run."""
+    return f"{flow_run_name}-{flow_run_id[:8]}"
 
 
 def _now() -> str:

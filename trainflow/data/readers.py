@@ -1,7 +1,7 @@
-"""Readers for each kind of data source: `keras.datasets`, gzipped IDX, npz and Parquet.
+"""Readers of the file formats a data source may have: gzipped or plain IDX, npz and Parquet.
 
 A reader returns raw arrays by split (`all`, or `train` and `test`, plus `validation` for Parquet
-data this project prepared); checking and normalising them is `dataset.py`'s job.
+data this project prepared); checking and normalising them is `validation.py`'s job.
 """
 
 from __future__ import annotations
@@ -17,15 +17,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trainflow.config import DATASET_HELP, DataSource
 from trainflow.errors import DataSourceError
 
 IMAGE_COLUMN = "image"
+
+
 LABEL_COLUMN = "label"
+
+
 IMAGE_SHAPE_METADATA_KEY = b"trainflow.image_shape"
+
+
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 IDX_FILE_PATTERN = re.compile(r"^(?P<prefix>.+)-(?P<role>images-idx3|labels-idx1)-ubyte(\.gz)?$")
+
+
 IDX_TEST_PREFIXES = ("t10k", "test")
+
+
 IDX_UINT8_TYPE_CODE = 0x08
 
 
@@ -36,65 +47,6 @@ class RawSplit:
     images: np.ndarray
     labels: np.ndarray
     origin: str
-
-
-def locate_source_files(source: DataSource) -> list[Path]:
-    """The files a local source reads, sorted; empty for `keras.datasets` sources.
-
-    Raises `DataSourceError` when the path does not exist or holds no recognisable files.
-    """
-    if source.location is None:
-        return []
-    location = source.location
-    if not location.exists():
-        raise DataSourceError(
-            f"dataset path {location} does not exist; give an existing path as {DATASET_HELP}"
-        )
-    if source.kind == "npz":
-        if not location.is_file():
-            raise DataSourceError(f"npz:{location} is not a file; give the path of an .npz file")
-        return [location]
-    if not location.is_dir():
-        raise DataSourceError(f"{source.kind}:{location} is not a directory; give a directory")
-    if source.kind == "idx":
-        files = sorted(path for path in location.iterdir() if IDX_FILE_PATTERN.match(path.name))
-        expected = "IDX files named like t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz"
-    else:
-        files = sorted(location.glob("*.parquet"))
-        expected = "train.parquet and test.parquet (optionally validation.parquet)"
-    if not files:
-        raise DataSourceError(f"{source} holds no recognisable files; expected {expected}")
-    return files
-
-
-def read_source(source: DataSource, files: list[Path]) -> dict[str, RawSplit]:
-    """Read the raw splits of `source` from `files` (as found by `locate_source_files`)."""
-    if source.kind in ("mnist", "fashion_mnist"):
-        return read_keras_dataset(source.kind)
-    if source.kind == "idx":
-        return read_idx_directory(files)
-    if source.kind == "npz":
-        return read_npz(files[0])
-    return read_parquet_directory(files)
-
-
-def read_keras_dataset(name: str) -> dict[str, RawSplit]:
-    """Load `keras.datasets.<name>` through Keras's own download-and-cache path."""
-    from keras import datasets
-
-    try:
-        (x_train, y_train), (x_test, y_test) = getattr(datasets, name).load_data()
-    except Exception as error:  # Keras raises bare Exception subclasses for every network failure.
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataSourceError(
-            f"could not download {name} through keras.datasets ({reason}); without network, "
-            "use a local copy: --dataset idx:DIR, npz:FILE or parquet:DIR"
-        ) from error
-    origin = f"keras.datasets.{name}"
-    return {
-        "train": RawSplit(x_train, y_train, f"{origin} (train)"),
-        "test": RawSplit(x_test, y_test, f"{origin} (test)"),
-    }
 
 
 def read_idx_file(path: Path) -> np.ndarray:

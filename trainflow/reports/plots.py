@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trainflow.atomic import atomic_path  # noqa: E402
+from trainflow.storage.atomic import atomic_path
 
 DPI = 120
 

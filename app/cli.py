@@ -215,12 +215,12 @@ def _run(args: argparse.Namespace) -> int:
     config = _config_from(args)
     if config is None:
         return EXIT_USER_ERROR
-    from trainflow.sources import locate_source_files
+    from trainflow.data.sources import locate_source_files
 
     locate_source_files(config.source)  # a missing path fails here, before any server starts
     server = None
     if not os.environ.get("PREFECT_API_URL"):
-        from trainflow.prefect_server import LocalServer
+        from trainflow.orchestration.prefect_server import LocalServer
 
         server = LocalServer().start()  # it boots while TensorFlow is imported below
         os.environ["PREFECT_API_URL"] = server.api_url
@@ -262,7 +262,7 @@ def _demo_crash(args: argparse.Namespace) -> int:
     config = _config_from(args)
     if config is None:
         return EXIT_USER_ERROR
-    from trainflow.demo import demo_crash, format_report
+    from app.demo import demo_crash, format_report
 
     report = demo_crash(config, args.verify)
     print(format_report(report))
@@ -273,7 +273,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from trainflow.environment import configure_environment
 
     configure_environment()
-    from trainflow.reevaluate import reevaluate_run
+    from app.reevaluate import reevaluate_run
 
     evaluation = reevaluate_run(args.run_dir, args.dataset)
     print(
@@ -285,7 +285,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _stack(args: argparse.Namespace) -> int:
-    from trainflow.stack import stack_down, stack_up
+    from trainflow.orchestration.stack import stack_down, stack_up
 
     project_dir = Path.cwd()
     if not (project_dir / "deployments" / "prefect.yaml").is_file():
@@ -309,7 +309,7 @@ def _stack(args: argparse.Namespace) -> int:
 
 def _registry(args: argparse.Namespace) -> int:
     from trainflow.paths import ArtifactPaths
-    from trainflow.registry import Registry
+    from trainflow.runs.registry import Registry
 
     registry = Registry(ArtifactPaths.at(args.artifacts))
     if args.command == "promote":
@@ -350,7 +350,7 @@ def _print_table(header: tuple[str, ...], rows: list[tuple]) -> None:
 
 def _list_runs(args: argparse.Namespace) -> int:
     from trainflow.paths import ArtifactPaths
-    from trainflow.runs import list_runs
+    from trainflow.runs.records import list_runs
 
     records = list_runs(ArtifactPaths.at(args.artifacts))
     if args.json:

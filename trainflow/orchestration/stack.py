@@ -18,7 +18,12 @@ import yaml
 from pydantic import BaseModel
 
 from trainflow.errors import UserInputError
-from trainflow.prefect_server import LOOPBACK, PREFECT_COMMAND, LocalServer, is_healthy
+from trainflow.orchestration.prefect_server import (
+    LOOPBACK,
+    PREFECT_COMMAND,
+    LocalServer,
+    is_healthy,
+)
 
 WORK_POOL = "trainflow-local"
 AUTOMATIONS_FILE = Path("deployments/automations.yaml")

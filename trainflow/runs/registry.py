@@ -20,9 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 import trainflow
-from trainflow.atomic import write_json
 from trainflow.errors import UserInputError
 from trainflow.paths import ArtifactPaths
+from trainflow.storage.atomic import write_json
 
 
 class ModelVersion(BaseModel):

@@ -1,0 +1,53 @@
+"""What a resume checkpoint records besides the weights: the `ResumeState` manifest."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+class EarlyStoppingState(BaseModel):
+    """What `EarlyStopping` forgets at the start of every `fit`."""
+
+    wait: int = 0
+    best: float | None = None
+    best_epoch: int = 0
+
+
+class ResumePoint(BaseModel):
+    """Where an interrupted training run was picked up again."""
+
+    epochs_done: int
+    step_in_epoch: int
+    global_step: int
+
+
+class ResumeState(BaseModel):
+    """Everything needed to continue training at global step `global_step`.
+
+    `step_in_epoch` batches of epoch `epochs_done` (0-based) are done; `metrics_state` holds the
+    running sums of that epoch's training metrics, so the epoch's logged loss and accuracy come out
+    the same as if it had not been interrupted.
+    """
+
+    format_version: int = CHECKPOINT_FORMAT_VERSION
+    global_step: int = 0
+    epochs_done: int = 0
+    step_in_epoch: int = 0
+    model_kind: str
+    data_fingerprint: str
+    seed: int
+    batch_size: int
+    weights_file: str = ""
+    weights_sha256: str = ""
+    metrics_state: list[list[float] | float] = []
+    seed_generator_states: list[list[int]] = []
+    history: dict[str, list[float]] = {}
+    early_stopping: EarlyStoppingState = EarlyStoppingState()
+    best_val_loss: float | None = None
+    best_checkpoint: str | None = None
+    best_checkpoint_sha256: str | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    resumes: list[ResumePoint] = []

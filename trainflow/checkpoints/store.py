@@ -1,0 +1,109 @@
+"""The resume checkpoints of a run on disk: finding the newest valid one, and setting invalid files aside.
+
+A checkpoint is two files in the resume directory, named by the global training step:
+`step-NNNNNNNNN.weights.h5` (weights and optimizer state) and `step-NNNNNNNNN.json` (a
+`ResumeState`). The JSON is the manifest: it is written last, after the weights are fsynced and
+renamed into place, and it names their sha256 (see writer.py). A checkpoint without its JSON, or
+whose weights do not match it, is never resumed from: its files are moved aside into the quarantine
+directory with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from trainflow.checkpoints.state import (
+    CHECKPOINT_FORMAT_VERSION,
+    ResumeState,
+)
+from trainflow.storage.digests import sha256_of_files
+
+logger = logging.getLogger("trainflow.checkpoints")
+
+STATE_FILE = re.compile(r"^step-(?P<step>\d{9})\.json$")
+
+
+def checkpoint_files(resume_dir: Path, global_step: int) -> tuple[Path, Path]:
+    """The weights file and the state file (manifest) of the checkpoint at `global_step`."""
+    stem = f"step-{global_step:09d}"
+    return resume_dir / f"{stem}.weights.h5", resume_dir / f"{stem}.json"
+
+
+def load_latest_checkpoint(resume_dir: Path, quarantine_dir: Path) -> ResumeState | None:
+    """The newest valid checkpoint's state, after moving every invalid file aside.
+
+    Invalid: a manifest that does not parse, weights missing or not matching the manifest's sha256,
+    weights without a manifest, and temporaries of an interrupted write.
+    """
+    if not resume_dir.is_dir():
+        return None
+    valid: list[tuple[ResumeState, Path]] = []
+    for state_path in state_files(resume_dir):
+        state = _valid_state(resume_dir, state_path)
+        if state is not None:
+            valid.append((state, state_path))
+    kept = {name for state, path in valid for name in (path.name, state.weights_file)}
+    invalid = sorted(path for path in resume_dir.iterdir() if path.name not in kept)
+    if invalid:
+        quarantine(invalid, quarantine_dir)
+    if not valid:
+        if invalid:
+            logger.warning("No valid checkpoint left in %s: starting from epoch 0", resume_dir)
+        return None
+    return valid[0][0]
+
+
+def quarantine(paths: list[Path], quarantine_dir: Path) -> None:
+    """Move `paths` into `quarantine_dir` for inspection (never delete them), with a warning."""
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for path in paths:
+        target = quarantine_dir / path.name
+        suffix = 1
+        while target.exists():
+            target = quarantine_dir / f"{path.name}.{suffix}"
+            suffix += 1
+        os.replace(path, target)
+        moved.append(path.name)
+    logger.warning(
+        "Set aside invalid checkpoint files (truncated, garbled, or without manifest) in %s: %s",
+        quarantine_dir,
+        ", ".join(moved),
+    )
+
+
+def _valid_state(resume_dir: Path, state_path: Path) -> ResumeState | None:
+    try:
+        state = ResumeState.model_validate_json(state_path.read_bytes())
+    except (OSError, ValidationError, UnicodeDecodeError):
+        return None
+    weights_path = resume_dir / state.weights_file
+    if (
+        state.format_version != CHECKPOINT_FORMAT_VERSION
+        or weights_path.parent != resume_dir
+        or not weights_path.is_file()
+        or sha256_of_files([weights_path]) != state.weights_sha256
+    ):
+        return None
+    return state
+
+
+def committed_steps(resume_dir: Path) -> list[int]:
+    """Global steps of the checkpoints whose manifest is in place, newest first (not verified)."""
+    return [step_of(path) for path in state_files(resume_dir)] if resume_dir.is_dir() else []
+
+
+def state_files(resume_dir: Path) -> list[Path]:
+    """Manifests, newest step first."""
+    found = [path for path in resume_dir.iterdir() if STATE_FILE.match(path.name)]
+    return sorted(found, key=step_of, reverse=True)
+
+
+def step_of(state_path: Path) -> int:
+    match = STATE_FILE.match(state_path.name)
+    return int(match["step"]) if match else -1

@@ -1,0 +1,1 @@
+"""Datasets: sources and their readers, validation, splitting, and the prepared-data cache."""

@@ -1,0 +1,74 @@
+"""Seeded, stratified train/validation/test splits of normalised data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainflow.config import SplitSpec
+from trainflow.data.readers import (
+    RawSplit,
+)
+from trainflow.data.validation import NUM_CLASSES, normalise_split
+from trainflow.errors import DataSourceError
+
+
+def stratified_split(
+    labels: np.ndarray, fractions: dict[str, float], seed: int
+) -> dict[str, np.ndarray]:
+    """Split example indices by class in the given proportions; the rest goes to `train`.
+
+    Deterministic for a seed: each class's indices are shuffled by one seeded generator, in class
+    order, and each split's indices come back sorted.
+    """
+    generator = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("train", *fractions)}
+    for label in np.unique(labels):
+        indices = generator.permutation(np.flatnonzero(labels == label))
+        start = 0
+        for name, fraction in fractions.items():
+            count = round(len(indices) * fraction)
+            parts[name].append(indices[start : start + count])
+            start += count
+        parts["train"].append(indices[start:])
+    return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+
+
+def split_dataset(
+    raw: dict[str, RawSplit], spec: SplitSpec
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Normalise the raw splits and produce train, validation and test sets.
+
+    One split (`all`) is split three ways; train + test keep the test set and carve validation out
+    of train (`validation_fraction` of it); train + validation + test are kept as they are.
+    """
+    normalised = {name: normalise_split(split) for name, split in raw.items()}
+    origins = "; ".join(split.origin for split in raw.values())
+    shapes = {name: images.shape[1:] for name, (images, _) in normalised.items()}
+    if len(set(shapes.values())) > 1:
+        raise DataSourceError(f"{origins}: splits have different image shapes: {shapes}")
+    if set(normalised) == {"train", "validation", "test"}:
+        result = normalised
+    elif "all" in normalised:
+        images, labels = normalised["all"]
+        fractions = {"validation": spec.validation_fraction, "test": spec.test_fraction}
+        indices = stratified_split(labels, fractions, spec.seed)
+        result = {name: (images[index], labels[index]) for name, index in indices.items()}
+    else:
+        images, labels = normalised["train"]
+        indices = stratified_split(labels, {"validation": spec.validation_fraction}, spec.seed)
+        result = {name: (images[index], labels[index]) for name, index in indices.items()}
+        result["test"] = normalised["test"]
+    for name, (_, labels) in result.items():
+        missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(labels).tolist()))
+        if missing:
+            raise DataSourceError(
+                f"{origins}: the {name} split has no examples of class "
+                f"{', '.join(map(str, missing))}; "
+                "every split needs every class (more data, or other split fractions)"
+            )
+    return result
+
+
+def class_counts(labels: np.ndarray) -> list[int]:
+    """Number of examples of each class 0..NUM_CLASSES-1."""
+    return np.bincount(labels, minlength=NUM_CLASSES).tolist()

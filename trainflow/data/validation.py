@@ -1,0 +1,67 @@
+"""Checking and normalising a raw split: shapes, dtypes, pixel ranges, labels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainflow.data.readers import (
+    RawSplit,
+)
+from trainflow.errors import DataSourceError
+
+NUM_CLASSES = 10
+
+
+MAX_PIXEL_VALUE = 255
+
+
+def normalise_split(split: RawSplit) -> tuple[np.ndarray, np.ndarray]:
+    """Check one split and return float32 images in [0, 1] of shape (N, H, W) and int64 labels.
+
+    Integer pixels must lie in 0..255 and are divided by 255; float pixels must already lie in [0, 1].
+    """
+    images, labels, origin = split.images, split.labels, split.origin
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3:
+        raise DataSourceError(
+            f"{origin}: images have shape {images.shape}; expected (count, height, width)"
+        )
+    if labels.ndim != 1:
+        raise DataSourceError(f"{origin}: labels have shape {labels.shape}; expected (count,)")
+    if len(images) != len(labels):
+        raise DataSourceError(f"{origin}: {len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise DataSourceError(f"{origin}: no examples")
+    return _normalised_pixels(images, origin), _checked_labels(labels, origin)
+
+
+def _normalised_pixels(images: np.ndarray, origin: str) -> np.ndarray:
+    if np.issubdtype(images.dtype, np.integer):
+        if images.min() < 0 or images.max() > MAX_PIXEL_VALUE:
+            raise DataSourceError(f"{origin}: integer pixels must lie in 0..{MAX_PIXEL_VALUE}")
+        return images.astype(np.float32) / np.float32(MAX_PIXEL_VALUE)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise DataSourceError(
+            f"{origin}: pixels have dtype {images.dtype}; expected integer or float"
+        )
+    if not np.isfinite(images).all():
+        raise DataSourceError(f"{origin}: pixels contain NaN or infinite values")
+    if images.min() < 0 or images.max() > 1:
+        raise DataSourceError(
+            f"{origin}: float pixels must lie in [0, 1]; store integers 0..255 or scale them first"
+        )
+    return images.astype(np.float32)
+
+
+def _checked_labels(labels: np.ndarray, origin: str) -> np.ndarray:
+    if np.issubdtype(labels.dtype, np.floating):
+        if not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels)):
+            raise DataSourceError(f"{origin}: labels must be whole numbers")
+    elif not np.issubdtype(labels.dtype, np.integer):
+        raise DataSourceError(f"{origin}: labels have dtype {labels.dtype}; expected integers")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        raise DataSourceError(
+            f"{origin}: labels range {labels.min()}..{labels.max()}; expected 0..{NUM_CLASSES - 1}"
+        )
+    return labels.astype(np.int64)

@@ -1,0 +1,1 @@
+"""Helpers whose job is Prefect: local servers and the stack, retry policy, artifacts."""

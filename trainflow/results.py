@@ -1,0 +1,134 @@
+"""What each stage returns and the next one takes: the results passed along a run, declared once.
+
+Plain pydantic models of numbers and paths (never Keras objects), so Prefect can pass and persist
+them, and stages never need to import each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from trainflow.checkpoints.state import ResumePoint
+from trainflow.config import ModelKind
+from trainflow.paths import DataPaths
+from trainflow.reports.metrics import (
+    ClassificationReport,
+)
+
+
+class PreparedData(BaseModel):
+    """Where the prepared splits are and what they hold."""
+
+    paths: DataPaths
+    fingerprint: str
+    source: str
+    source_sha256: str
+    image_shape: tuple[int, int]
+    num_classes: int
+    rows: dict[str, int]
+    reused: bool
+
+
+class TrainingResult(BaseModel):
+    """What training produced: numbers and paths, never Keras objects."""
+
+    model_kind: ModelKind
+    image_shape: tuple[int, int]
+    num_classes: int
+    data_fingerprint: str
+    epochs_completed: int
+    resumed_from: int | None
+    resumed_from_step: int | None
+    stopped_early: bool
+    best_epoch: int
+    best_checkpoint: Path
+    best_checkpoint_sha256: str | None
+    optimizer_iterations: int
+    history: dict[str, list[float]]
+    steps_per_epoch: int
+    resumes: list[ResumePoint]
+
+    @property
+    def model_identity(self) -> dict:
+        """What identifies the trained model, however training got there (resumed or not)."""
+        return self.model_dump(
+            mode="json", exclude={"resumed_from", "resumed_from_step", "resumes"}
+        )
+
+
+class PersistedModel(BaseModel):
+    """The saved forms of one trained model."""
+
+    keras_model: Path
+    saved_model: Path
+    weights: Path
+
+
+class Evaluation(BaseModel):
+    """Test-set metrics of the saved model, as written to `evaluation.json`.
+
+    `loss` and `accuracy` are those of `load_model(keras_model)`; `weights_model_loss` is the loss of
+    a freshly built model with `weights` loaded, which must agree.
+    """
+
+    loss: float
+    accuracy: float
+    per_class_accuracy: list[float]
+    num_examples: int
+    report: ClassificationReport
+    predictions: Path
+    keras_model: Path
+    weights: Path
+    weights_model_loss: float
+    path: Path
+
+
+class RunReport(BaseModel):
+    """The report's files."""
+
+    history_table: Path
+    per_class_table: Path
+    confusion_table: Path
+    predictions_table: Path
+    learning_curves: Path
+    confusion_matrix: Path
+    confident_mistakes: Path
+
+
+class RunSummary(BaseModel):
+    """What a finished run reports (`trainflow run --json` prints it).
+
+    `resumed_from` counts the epochs already done when training last resumed, and
+    `resumed_from_step` the global steps; both are None for a run that never resumed.
+    """
+
+    run_name: str
+    run_dir: Path
+    model_path: Path
+    weights_path: Path
+    saved_model_path: Path
+    evaluation_path: Path
+    reports_dir: Path
+    data_fingerprint: str
+    test_accuracy: float
+    test_loss: float
+    macro_f1: float
+    epochs_completed: int
+    best_epoch: int
+    stopped_early: bool
+    resumed_from: int | None
+    resumed_from_step: int | None
+
+
+class PromotionDecision(BaseModel):
+    """Whether the challenger became the champion, and why."""
+
+    run_name: str
+    promoted: bool
+    reason: str
+    challenger_accuracy: float
+    champion_run: str | None
+    champion_accuracy: float | None
+    tolerance: float

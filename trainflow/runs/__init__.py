@@ -1,0 +1,1 @@
+"""Runs and what outlives them: run records, run locks, finished-stage records, the model registry."""

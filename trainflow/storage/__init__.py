@@ -1,0 +1,1 @@
+"""Writing and verifying artifacts: all-or-nothing writes and content digests."""

@@ -1,0 +1,1 @@
+"""Keras callbacks by concern: resume checkpoints, monitoring, and injected faults."""

@@ -1,0 +1,55 @@
+"""Faults injected on purpose, for demos and tests of retry and crash recovery."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import keras
+
+from trainflow.checkpoints.writer import CheckpointWriter
+from trainflow.storage.atomic import write_json
+
+logger = logging.getLogger("trainflow.train")
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose by `FailAfterEpoch` to demonstrate retry and resume."""
+
+
+class FailAfterEpoch(keras.callbacks.Callback):
+    """Raise `InjectedFailure` right after epoch `epoch` (1-based) has been checkpointed.
+
+    Goes last in the callback list. A resumed run starts after that epoch, so it never fails again.
+    """
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if epoch + 1 == self.epoch:
+            raise InjectedFailure(f"injected failure after epoch {self.epoch} (--fail-at-epoch)")
+
+
+class KillAtStep(keras.callbacks.Callback):
+    """SIGKILL this process right after global step `step`, once the checkpoints committed up to
+    it are on disk, and only once per run: a marker file records that it happened, so the resumed
+    run, which may train that step again, goes on. (Kills in the middle of a checkpoint write are
+    the crash harness's: tests/test_crash_anywhere.py.)"""
+
+    def __init__(self, step: int, marker: Path, writer: CheckpointWriter) -> None:
+        super().__init__()
+        self.step = step
+        self.marker = marker
+        self.writer = writer
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        # Before the next step: after `StepCheckpoint` has committed the finished ones.
+        if int(self.model.optimizer.iterations.numpy()) == self.step and not self.marker.exists():
+            self.writer.flush()
+            write_json(self.marker, {"killed_at_step": self.step, "pid": os.getpid()})
+            logger.warning("Killing the training process at step %d (--kill-at-step)", self.step)
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,162 @@
+"""A resumable training session: build the model, restore a checkpoint's state into it, and `fit`
+with the checkpointing, monitoring and fault callbacks until the last epoch."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from trainflow.checkpoints.model_state import restore_random_state
+from trainflow.checkpoints.state import ResumePoint, ResumeState
+from trainflow.checkpoints.writer import CheckpointWriter
+from trainflow.config import RunConfig
+from trainflow.data.prepared import read_split
+from trainflow.errors import as_storage_error
+from trainflow.paths import RunPaths
+from trainflow.results import PreparedData
+from trainflow.training.callbacks.checkpointing import checkpoint_callbacks
+from trainflow.training.callbacks.faults import FailAfterEpoch, KillAtStep
+from trainflow.training.callbacks.monitoring import (
+    EpochLogger,
+    EpochSummaries,
+    FirstResumedStep,
+    StopOnNonFiniteLoss,
+    TerminalProgress,
+)
+from trainflow.training.callbacks.resume import (
+    ResumeCheckpoint,
+)
+from trainflow.training.models import build_model
+from trainflow.training.pipeline import steps_per_epoch, training_batches
+
+logger = logging.getLogger("trainflow.train")
+
+
+def fit_from(
+    config: RunConfig,
+    data: PreparedData,
+    paths: RunPaths,
+    state: ResumeState | None,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+) -> ResumeState:
+    """Train from `state` (None: from scratch) to `config.epochs`: one `fit` call for all epochs,
+    after one for the rest of an epoch interrupted part-way."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    model = build_model(config.model, data.image_shape, data.num_classes)
+    state = _starting_state(model, config, data, paths, state)
+    images, labels = read_split(data.paths.split("train"))
+    validation = read_split(data.paths.split("validation"))
+    steps_in_epoch = steps_per_epoch(len(labels), config.batch_size)
+    paths.best_checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    # Resume checkpoints are written in a background thread, in the file layout that a throwaway
+    # model of the same architecture shows.
+    layout_model = build_model(config.model, data.image_shape, data.num_classes)
+    writer = CheckpointWriter(model, layout_model, paths.resume_dir, config.keep_checkpoints)
+    try:
+        while state.epochs_done < config.epochs and not state.stopped_early:
+            # A part-way epoch is a `fit` of its own: Keras's epochs all have the same step count.
+            last_epoch = state.epochs_done + 1 if state.step_in_epoch else config.epochs
+            callbacks = _callbacks(config, paths, state, steps_in_epoch, writer, extra_callbacks)
+            try:
+                model.fit(
+                    training_batches(
+                        images,
+                        labels,
+                        config.seed,
+                        range(state.epochs_done, last_epoch),
+                        config.batch_size,
+                        skip_steps=state.step_in_epoch,
+                    ),
+                    steps_per_epoch=steps_in_epoch - state.step_in_epoch,
+                    epochs=last_epoch,
+                    initial_epoch=state.epochs_done,
+                    validation_data=validation,
+                    shuffle=False,  # the batches come in each epoch's own order
+                    callbacks=callbacks,
+                    verbose=0,
+                )
+            except OSError as error:  # ModelCheckpoint writes its files itself
+                raise as_storage_error(error, paths.best_checkpoints_dir) or error from error
+            state = next(c for c in callbacks if isinstance(c, ResumeCheckpoint)).state
+    finally:
+        committed = writer.close()  # an interrupted run's last checkpoint must land before it ends
+    return committed or state
+
+
+def _starting_state(
+    model: keras.Model,
+    config: RunConfig,
+    data: PreparedData,
+    paths: RunPaths,
+    state: ResumeState | None,
+) -> ResumeState:
+    """A fresh state, or `state` restored into `model` (weights, optimizer, random state) and
+    recorded as a resume point."""
+    if state is None:
+        return ResumeState(
+            model_kind=config.model,
+            data_fingerprint=data.fingerprint,
+            seed=config.seed,
+            batch_size=config.batch_size,
+        )
+    model.load_weights(paths.resume_dir / state.weights_file)
+    restore_random_state(model, state.seed_generator_states)
+    _check_optimizer_restored(model, state, paths)
+    resume = ResumePoint(
+        epochs_done=state.epochs_done,
+        step_in_epoch=state.step_in_epoch,
+        global_step=state.global_step,
+    )
+    logger.info(
+        "Resuming run %s from checkpoint %s: epoch %d, step %d of the epoch, global step %d",
+        paths.name,
+        state.weights_file,
+        state.epochs_done + 1,
+        state.step_in_epoch,
+        state.global_step,
+    )
+    return state.model_copy(update={"resumes": [*state.resumes, resume]})
+
+
+def _callbacks(
+    config: RunConfig,
+    paths: RunPaths,
+    state: ResumeState,
+    steps_in_epoch: int,
+    writer: CheckpointWriter,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+) -> list[keras.callbacks.Callback]:
+    """The callbacks of one `fit`, starting from `state`; per-batch work only where asked for."""
+    callbacks = [
+        StopOnNonFiniteLoss(),  # first: a diverged batch must not be checkpointed
+        *checkpoint_callbacks(paths, state, writer, config.patience, config.checkpoint_every),
+        EpochLogger(config.epochs),
+        EpochSummaries(paths.tensorboard_dir),
+        *extra_callbacks,
+    ]
+    if state.resumes and state.resumes[-1].global_step == state.global_step:
+        callbacks.append(FirstResumedStep(state.global_step))  # this fit is the resumed one
+    if sys.stderr.isatty():
+        callbacks.append(TerminalProgress(config.epochs, steps_in_epoch, state.step_in_epoch))
+    if config.fail_at_epoch is not None:
+        callbacks.append(FailAfterEpoch(config.fail_at_epoch))
+    if config.kill_at_step is not None:
+        marker = paths.kill_marker(config.kill_at_step)
+        callbacks.append(KillAtStep(config.kill_at_step, marker, writer))
+    return callbacks
+
+
+def _check_optimizer_restored(model: keras.Model, state: ResumeState, paths: RunPaths) -> None:
+    iterations = int(model.optimizer.iterations.numpy())
+    if iterations != state.global_step:
+        raise RuntimeError(
+            f"run {paths.name}: optimizer restored at step {iterations}, checkpoint says "
+            f"{state.global_step}; the checkpoint {state.weights_file} is inconsistent"
+        )
