@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from app.options import arguments_of
 from trainflow.checkpoints.compare import differing_arrays
 from trainflow.checkpoints.store import committed_steps
 from trainflow.config import RunConfig
@@ -119,35 +120,8 @@ def demo_crash(config: RunConfig, verify: bool) -> DemoReport:
 def _trainflow_run(config: RunConfig, kill_step: int | None) -> tuple[float, int, dict]:
     """Run `trainflow run` for `config` in a new process: (seconds, exit status, JSON summary).
     Its log goes to this process's stderr, so the user watches the run die and resume."""
-    arguments = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "run",
-        "--json",
-        "--dataset",
-        config.dataset,
-        "--model",
-        config.model,
-        "--epochs",
-        str(config.epochs),
-        "--batch-size",
-        str(config.batch_size),
-        "--patience",
-        str(config.patience),
-        "--seed",
-        str(config.seed),
-        "--run-name",
-        config.run_name,
-        "--artifacts",
-        str(config.artifacts),
-    ]
-    if config.checkpoint_every is not None:
-        arguments += ["--checkpoint-every", str(config.checkpoint_every)]
-    if config.deterministic:
-        arguments.append("--deterministic")
-    if kill_step is not None:
-        arguments += ["--kill-at-step", str(kill_step)]
+    run_config = config.model_copy(update={"kill_at_step": kill_step})
+    arguments = [sys.executable, "-m", "app.cli", "run", "--json", *arguments_of(run_config)]
     began = time.monotonic()
     completed = subprocess.run(arguments, stdout=subprocess.PIPE, text=True)
     seconds = time.monotonic() - began

@@ -9,6 +9,7 @@ import numpy as np
 from prefect import task
 
 from trainflow.data.prepared import read_split
+from trainflow.orchestration.retry_policy import retry_unless_user_input_error
 from trainflow.paths import RunPaths
 from trainflow.reports.metrics import (
     classification_report,
@@ -16,17 +17,13 @@ from trainflow.reports.metrics import (
     write_report_tables,
 )
 from trainflow.results import Evaluation, PersistedModel, PreparedData, TrainingResult
-from trainflow.runs.stage_records import input_key, mark_stage_done, stage_is_done
+from trainflow.runs.stage_records import run_stage_once
 from trainflow.storage.atomic import write_json
 from trainflow.training.models import build_model, load_saved_model
 from trainflow.training.scoring import loss_and_probabilities
 
 logger = logging.getLogger("trainflow.evaluate")
-
-
 STAGE = "evaluate_model"
-
-
 LOSS_TOLERANCE = 1e-5
 
 
@@ -40,9 +37,19 @@ def evaluate_model(
     """Evaluate `load_model(.keras)` and a freshly built model with `load_weights(.weights.h5)` on
     the test split; require that they agree; write `paths.evaluation`. Skipped when an earlier
     attempt already did it for this training result and these files."""
-    key = input_key(persisted.model_dump(mode="json"), training.model_identity, data.fingerprint)
-    if stage_is_done(paths, STAGE, key, [paths.evaluation, paths.predictions_table]):
-        return Evaluation.model_validate_json(paths.evaluation.read_text())
+    run_stage_once(
+        paths,
+        STAGE,
+        [persisted.model_dump(mode="json"), training.model_identity, data.fingerprint],
+        [paths.evaluation, paths.predictions_table],
+        lambda: _evaluate(persisted, training, data, paths),
+    )
+    return Evaluation.model_validate_json(paths.evaluation.read_text())
+
+
+def _evaluate(
+    persisted: PersistedModel, training: TrainingResult, data: PreparedData, paths: RunPaths
+) -> None:
     images, labels = read_split(data.paths.split("test"))
     loaded = load_saved_model(persisted.keras_model)
     rebuilt = build_model(training.model_kind, training.image_shape, training.num_classes)
@@ -74,7 +81,6 @@ def evaluate_model(
         path=paths.evaluation,
     )
     write_json(paths.evaluation, evaluation.model_dump(mode="json"))
-    mark_stage_done(paths, STAGE, key)
     logger.info(
         "Test accuracy %.4f, loss %.4f on %d examples (%s)",
         evaluation.accuracy,
@@ -82,7 +88,11 @@ def evaluate_model(
         evaluation.num_examples,
         paths.evaluation,
     )
-    return evaluation
 
 
-evaluate_model_task = task(evaluate_model, name="evaluate_model", retries=1)
+evaluate_model_task = task(
+    evaluate_model,
+    name="evaluate_model",
+    retries=1,
+    retry_condition_fn=retry_unless_user_input_error,
+)

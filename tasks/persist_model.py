@@ -7,15 +7,14 @@ from pathlib import Path
 
 from prefect import task
 
+from trainflow.orchestration.retry_policy import retry_unless_user_input_error
 from trainflow.paths import RunPaths
 from trainflow.results import PersistedModel, TrainingResult
-from trainflow.runs.stage_records import input_key, mark_stage_done, stage_is_done
+from trainflow.runs.stage_records import run_stage_once
 from trainflow.storage.atomic import atomic_path
 from trainflow.training.models import build_model
 
 logger = logging.getLogger("trainflow.persist")
-
-
 STAGE = "persist_model"
 
 
@@ -26,18 +25,29 @@ def persist_model(training: TrainingResult, weights: Path, paths: RunPaths) -> P
     persisted = PersistedModel(
         keras_model=paths.keras_model, saved_model=paths.saved_model, weights=weights
     )
-    key = input_key(training.model_identity)
-    if stage_is_done(paths, STAGE, key, [paths.keras_model, paths.saved_model]):
-        return persisted
+    run_stage_once(
+        paths,
+        STAGE,
+        [training.model_identity],
+        [paths.keras_model, paths.saved_model],
+        lambda: _save(training, weights, paths),
+    )
+    return persisted
+
+
+def _save(training: TrainingResult, weights: Path, paths: RunPaths) -> None:
     model = build_model(training.model_kind, training.image_shape, training.num_classes)
     model.load_weights(weights)
     with atomic_path(paths.keras_model) as temporary:
         model.save(temporary)
     with atomic_path(paths.saved_model) as temporary:
         model.export(temporary, format="tf_saved_model", verbose=False)
-    mark_stage_done(paths, STAGE, key)
     logger.info("Saved model to %s and SavedModel to %s", paths.keras_model, paths.saved_model)
-    return persisted
 
 
-persist_model_task = task(persist_model, name="persist_model", retries=1)
+persist_model_task = task(
+    persist_model,
+    name="persist_model",
+    retries=1,
+    retry_condition_fn=retry_unless_user_input_error,
+)

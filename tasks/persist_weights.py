@@ -9,9 +9,10 @@ import numpy as np
 from prefect import task
 
 from trainflow.errors import NonFiniteLossError, RunStateError
+from trainflow.orchestration.retry_policy import retry_unless_user_input_error
 from trainflow.paths import RunPaths
 from trainflow.results import TrainingResult
-from trainflow.runs.stage_records import input_key, mark_stage_done, stage_is_done
+from trainflow.runs.stage_records import run_stage_once
 from trainflow.storage.atomic import atomic_path
 from trainflow.storage.digests import sha256_of_files
 from trainflow.training.models import build_model
@@ -24,9 +25,13 @@ def persist_weights(training: TrainingResult, paths: RunPaths) -> Path:
     """Write the best epoch's weights (lowest val_loss, as ModelCheckpoint kept them) to
     `paths.weights`, by loading them into a freshly built model and saving them atomically.
     Skipped when an earlier attempt already did it for this training result."""
-    key = input_key(training.model_identity)
-    if stage_is_done(paths, STAGE, key, [paths.weights]):
-        return paths.weights
+    run_stage_once(
+        paths, STAGE, [training.model_identity], [paths.weights], lambda: _save(training, paths)
+    )
+    return paths.weights
+
+
+def _save(training: TrainingResult, paths: RunPaths) -> None:
     if sha256_of_files([training.best_checkpoint]) != training.best_checkpoint_sha256:
         raise RunStateError(
             f"{training.best_checkpoint} differs from the file training recorded; it was changed "
@@ -41,9 +46,12 @@ def persist_weights(training: TrainingResult, paths: RunPaths) -> Path:
         )
     with atomic_path(paths.weights) as temporary:
         model.save_weights(temporary)
-    mark_stage_done(paths, STAGE, key)
     logger.info("Saved weights of epoch %d to %s", training.best_epoch, paths.weights)
-    return paths.weights
 
 
-persist_weights_task = task(persist_weights, name="persist_weights", retries=1)
+persist_weights_task = task(
+    persist_weights,
+    name="persist_weights",
+    retries=1,
+    retry_condition_fn=retry_unless_user_input_error,
+)

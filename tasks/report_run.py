@@ -16,11 +16,9 @@ from trainflow.paths import RunPaths
 from trainflow.reports import plots
 from trainflow.reports.history import write_history
 from trainflow.results import Evaluation, PreparedData, RunReport, TrainingResult
-from trainflow.runs.stage_records import input_key, mark_stage_done, stage_is_done
+from trainflow.runs.stage_records import run_stage_once
 
 logger = logging.getLogger("trainflow.report")
-
-
 STAGE = "report_run"
 
 
@@ -37,17 +35,27 @@ def report_run(
         confusion_matrix=paths.confusion_image,
         confident_mistakes=paths.mistakes_image,
     )
-    key = input_key(training.model_dump(mode="json"), evaluation.model_dump(mode="json"))
-    outputs = [
-        report.history_table,
-        report.learning_curves,
-        report.confusion_matrix,
-        report.confident_mistakes,
-    ]
-    if stage_is_done(paths, STAGE, key, outputs):
-        return report
+    run_stage_once(
+        paths,
+        STAGE,
+        [training.model_dump(mode="json"), evaluation.model_dump(mode="json")],
+        [
+            report.history_table,
+            report.learning_curves,
+            report.confusion_matrix,
+            report.confident_mistakes,
+        ],
+        lambda: _draw(training, evaluation, data, report),
+    )
+    logger.info("Report written to %s", paths.reports_dir)
+    return report
+
+
+def _draw(
+    training: TrainingResult, evaluation: Evaluation, data: PreparedData, report: RunReport
+) -> None:
     resumed_epochs = [resume.epochs_done + 1 for resume in training.resumes]
-    write_history(paths.history_table, training.history, resumed_epochs)
+    write_history(report.history_table, training.history, resumed_epochs)
     plots.learning_curves(
         training.history,
         [
@@ -67,9 +75,6 @@ def report_run(
         ),
         report.confident_mistakes,
     )
-    mark_stage_done(paths, STAGE, key)
-    logger.info("Report written to %s", paths.reports_dir)
-    return report
 
 
 @task(name="report_run")

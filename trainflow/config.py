@@ -46,7 +46,9 @@ class SplitSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of the training data held out for validation"
+    )
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = Field(42, ge=0, le=2**32 - 1)
 
@@ -69,7 +71,9 @@ class RunConfig(BaseModel):
         le=2**32 - 1,
         description="Seed for the data split, the epochs' data order and training",
     )
-    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of the training data held out for validation"
+    )
     test_fraction: float = Field(
         0.2,
         gt=0,
@@ -77,7 +81,9 @@ class RunConfig(BaseModel):
         description="Share of the data held out for testing (single-split sources)",
     )
     run_name: str | None = Field(
-        None, description="Run directory name; running a name again resumes it"
+        None,
+        description="Run directory name; running a name again resumes it",
+        json_schema_extra={"default_help": "a new unique name"},
     )
     artifacts: Path = Field(Path("artifacts"), description="Root directory of all outputs")
     fresh: bool = Field(

@@ -1,8 +1,8 @@
 """Records of finished post-training stages, so that a rerun repeats only what did not finish.
 
-A stage's outputs are written atomically, then its record, which names the training result the
-outputs were made from. A rerun skips the stage when the record matches the current training result
-and the outputs are there.
+A stage's outputs are written atomically, then its record, which names the inputs the outputs were
+made from (the training result, the files evaluated). A rerun skips the stage when the record
+matches the current inputs and the outputs are there.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,38 @@ def input_key(*inputs: Any) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
 
 
-def stage_is_done(paths: RunPaths, stage: str, key: str, outputs: list[Path]) -> bool:
-    """True when `stage` finished for inputs `key` and its outputs still exist (and says so)."""
+def run_stage_once(
+    paths: RunPaths,
+    stage: str,
+    inputs: Sequence[Any],
+    outputs: Sequence[Path],
+    work: Callable[[], None],
+) -> None:
+    """Run `work`, which writes `outputs`, unless `stage` already finished for `inputs` (JSON
+    values) and its outputs are still there; then record that it finished."""
+    key = input_key(*inputs)
+    if stage_is_done(paths, stage, key, outputs):
+        logger.info(
+            "Skipping %s: already done for this training result (%s)",
+            stage,
+            paths.stage_record(stage),
+        )
+        return
+    work()
+    write_json(paths.stage_record(stage), {"stage": stage, "input_key": key})
+
+
+def stage_is_done(paths: RunPaths, stage: str, key: str, outputs: Sequence[Path]) -> bool:
+    """True when `stage` finished for inputs `key` and its outputs still exist.
+
+    A record that does not parse counts as not finished (the stage runs again and rewrites it); an
+    error reading it is raised, so that a passing I/O fault is retried rather than redoing work.
+    """
     record = paths.stage_record(stage)
     if not record.is_file() or not all(output.exists() for output in outputs):
         return False
-    if json.loads(record.read_text()).get("input_key") != key:
+    try:
+        recorded = json.loads(record.read_text())
+    except (ValueError, UnicodeDecodeError):
         return False
-    logger.info("Skipping %s: already done for this training result (%s)", stage, record)
-    return True
-
-
-def mark_stage_done(paths: RunPaths, stage: str, key: str) -> None:
-    """Record that `stage` finished for inputs `key`."""
-    write_json(paths.stage_record(stage), {"stage": stage, "input_key": key})
+    return isinstance(recorded, dict) and recorded.get("input_key") == key

@@ -1,0 +1,188 @@
+"""What each `trainflow` subcommand does, given its parsed arguments; each returns the exit status.
+
+Imports stay inside the functions: `trainflow --help` must answer without importing TensorFlow or
+Prefect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from app.options import config_from_arguments
+
+EXIT_USER_ERROR = 2
+EXIT_RUN_FAILED = 1
+
+
+def run_command(args: argparse.Namespace) -> int:
+    config = config_from_arguments(args)
+    if config is None:
+        return EXIT_USER_ERROR
+    from trainflow.data.sources import locate_source_files
+
+    locate_source_files(config.source)  # a missing path fails here, before any server starts
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        from trainflow.orchestration.prefect_server import LocalServer
+
+        server = LocalServer().start()  # it boots while TensorFlow is imported below
+        os.environ["PREFECT_API_URL"] = server.api_url
+        # At exit, after Prefect's own exit handlers (registered later, run earlier) have sent
+        # the last logs and events to it.
+        atexit.register(server.stop)
+    from flows.training import training_flow
+
+    if not args.debug:
+        from trainflow.errors import hide_user_error_tracebacks
+
+        hide_user_error_tracebacks()  # Prefect logs a failed task's traceback to the console
+    if server is not None:
+        server.wait_until_healthy()
+    # Libraries print to stdout; with --json, stdout carries the summary and nothing else.
+    output = sys.stderr if args.json else sys.stdout
+    with contextlib.redirect_stdout(output):
+        summary = training_flow(config)
+    if args.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        resumed = (
+            "" if summary.resumed_from is None else f", resumed after epoch {summary.resumed_from}"
+        )
+        rows = [
+            ("run", summary.run_name),
+            ("epochs", f"{summary.epochs_completed} (best {summary.best_epoch}{resumed})"),
+            ("test accuracy", f"{summary.test_accuracy:.4f}"),
+            ("test loss", f"{summary.test_loss:.4f}"),
+            ("macro F1", f"{summary.macro_f1:.4f}"),
+            ("model", str(summary.model_path)),
+            ("report", str(summary.reports_dir)),
+        ]
+        _print_table(("", ""), rows)
+    return 0
+
+
+def demo_crash_command(args: argparse.Namespace) -> int:
+    config = config_from_arguments(args)
+    if config is None:
+        return EXIT_USER_ERROR
+    from app.demo import demo_crash, format_report
+
+    report = demo_crash(config, args.verify)
+    print(format_report(report))
+    return 0 if report.identical in (None, True) else EXIT_RUN_FAILED
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from trainflow.environment import configure_environment
+
+    configure_environment()
+    from app.reevaluate import reevaluate_run
+
+    evaluation = reevaluate_run(args.run_dir, args.dataset)
+    print(
+        f"Test accuracy {evaluation.accuracy:.4f}, loss {evaluation.loss:.4f}, macro F1 "
+        f"{evaluation.report.macro_f1:.4f} on {evaluation.num_examples} examples; report in "
+        f"{evaluation.path.parent / 'reports'}"
+    )
+    return 0
+
+
+def stack_command(args: argparse.Namespace) -> int:
+    from trainflow.orchestration.stack import stack_down, stack_up
+
+    project_dir = Path.cwd()
+    if not (project_dir / "deployments" / "prefect.yaml").is_file():
+        print("trainflow: error: run `trainflow stack` from the repository root", file=sys.stderr)
+        return EXIT_USER_ERROR
+    home = args.home.resolve()
+    if args.action == "down":
+        stack = stack_down(home)
+        print(
+            f"Stopped the worker (pid {stack.worker_pid}) and the server (pid {stack.server_pid})"
+        )
+        return 0
+    stack = stack_up(project_dir, home, args.port, args.host)
+    print(
+        f"Prefect server {stack.api_url} (UI: {stack.api_url.removesuffix('/api')}), worker pid "
+        f"{stack.worker_pid}. Point prefect commands at it with:\n"
+        f"  export PREFECT_API_URL={stack.api_url}"
+    )
+    return 0
+
+
+def registry_command(args: argparse.Namespace) -> int:
+    from trainflow.paths import ArtifactPaths
+    from trainflow.runs.registry import Registry
+
+    registry = Registry(ArtifactPaths.at(args.artifacts))
+    if args.command == "promote":
+        print(f"Champion: {registry.promote(args.run_name).run_name}")
+        return 0
+    if args.command == "rollback":
+        print(f"Champion: {registry.rollback().run_name}")
+        return 0
+    champion = registry.champion()
+    versions = registry.versions()
+    if not versions:
+        print(f"No models registered under {args.artifacts}")
+        return 0
+    header = ("RUN", "STATUS", "TEST ACCURACY", "DATA", "CODE", "REGISTERED", "REASON")
+    rows = [
+        (
+            version.run_name,
+            "champion" if champion and champion.run_name == version.run_name else version.decision,
+            f"{version.test_accuracy:.4f}",
+            version.data_fingerprint,
+            version.code_version,
+            version.registered_at,
+            version.reason,
+        )
+        for version in versions
+    ]
+    _print_table(header, rows)
+    return 0
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple]) -> None:
+    widths = [
+        max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))
+    ]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def list_runs_command(args: argparse.Namespace) -> int:
+    from trainflow.paths import ArtifactPaths
+    from trainflow.runs.records import list_runs
+
+    records = list_runs(ArtifactPaths.at(args.artifacts))
+    if args.json:
+        print(json.dumps([record.model_dump(mode="json") for record in records], indent=2))
+        return 0
+    if not records:
+        print(f"No runs under {args.artifacts}")
+        return 0
+    header = ("RUN", "STATUS", "EPOCHS", "RESUMED FROM", "TEST ACCURACY", "UPDATED")
+    rows = [
+        (
+            record.run_name,
+            record.status,
+            _blank_if_none(record.epochs_completed),
+            _blank_if_none(record.resumed_from),
+            "" if record.test_accuracy is None else f"{record.test_accuracy:.4f}",
+            record.updated_at,
+        )
+        for record in records
+    ]
+    _print_table(header, rows)
+    return 0
+
+
+def _blank_if_none(value: object) -> str:
+    return "" if value is None else str(value)
