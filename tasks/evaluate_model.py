@@ -9,7 +9,7 @@ import numpy as np
 from prefect import task
 
 from trainflow.data.prepared import read_split
-from trainflow.orchestration.retry_policy import retry_unless_user_input_error
+from trainflow.orchestration.retry_policy import retry_if_transient
 from trainflow.paths import RunPaths
 from trainflow.reports.metrics import (
     classification_report,
@@ -94,5 +94,5 @@ evaluate_model_task = task(
     evaluate_model,
     name="evaluate_model",
     retries=1,
-    retry_condition_fn=retry_unless_user_input_error,
+    retry_condition_fn=retry_if_transient,
 )

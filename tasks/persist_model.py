@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import task
 
-from trainflow.orchestration.retry_policy import retry_unless_user_input_error
+from trainflow.orchestration.retry_policy import retry_if_transient
 from trainflow.paths import RunPaths
 from trainflow.results import PersistedModel, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
@@ -49,5 +49,5 @@ persist_model_task = task(
     persist_model,
     name="persist_model",
     retries=1,
-    retry_condition_fn=retry_unless_user_input_error,
+    retry_condition_fn=retry_if_transient,
 )

@@ -21,7 +21,7 @@ from trainflow.config import RunConfig
 from trainflow.errors import RunStateError
 from trainflow.orchestration.artifact_keys import progress_key
 from trainflow.orchestration.progress import ProgressArtifact
-from trainflow.orchestration.retry_policy import retry_unless_user_input_error
+from trainflow.orchestration.retry_policy import retry_if_transient
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData, TrainingResult
 from trainflow.storage.atomic import write_json
@@ -104,7 +104,7 @@ def _check_resumable(
     name="train_model",
     retries=2,
     retry_delay_seconds=1,
-    retry_condition_fn=retry_unless_user_input_error,
+    retry_condition_fn=retry_if_transient,
 )
 def train_model_task(config: RunConfig, data: PreparedData, paths: RunPaths) -> TrainingResult:
     """Train, with the progress published as a Prefect artifact."""

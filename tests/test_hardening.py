@@ -22,11 +22,12 @@ from tests.conftest import TRAINFLOW
 from trainflow.checkpoints.store import load_latest_checkpoint
 from trainflow.errors import (
     DataSourceError,
+    DownloadError,
     NonFiniteLossError,
     StorageError,
     UnsafeModelError,
 )
-from trainflow.orchestration.retry_policy import retry_unless_user_input_error
+from trainflow.orchestration.retry_policy import retry_if_transient
 from trainflow.runs.lock import RunInUseError
 from trainflow.runs.records import open_run
 from trainflow.training.models import load_saved_model
@@ -220,10 +221,16 @@ def test_a_keras_file_with_a_lambda_layer_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "exception", [OSError("connection reset"), RuntimeError("worker lost"), TimeoutError()]
+    "exception",
+    [
+        OSError("connection reset"),
+        RuntimeError("worker lost"),
+        TimeoutError(),
+        DownloadError("offline"),
+    ],
 )
 def test_transient_errors_are_retried(exception):
-    assert retry_unless_user_input_error(None, None, FailedState(exception)) is True
+    assert retry_if_transient(None, None, FailedState(exception)) is True
 
 
 @pytest.mark.parametrize(
@@ -236,7 +243,7 @@ def test_transient_errors_are_retried(exception):
     ],
 )
 def test_errors_retrying_cannot_fix_are_not_retried(exception):
-    assert retry_unless_user_input_error(None, None, FailedState(exception)) is False
+    assert retry_if_transient(None, None, FailedState(exception)) is False
 
 
 class FailedState:

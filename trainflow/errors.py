@@ -21,9 +21,19 @@ class RunStateError(UserInputError):
     """A run directory whose saved state does not fit the requested run."""
 
 
+class DownloadError(DataSourceError):
+    """A download that failed, as it does without network: retried (the network may come back),
+    then reported like bad input, with what to use instead."""
+
+
 def is_user_input_error(exception: BaseException) -> bool:
-    """True for errors that retrying cannot fix."""
+    """True for errors the user fixes, reported as one line (exit status 2)."""
     return isinstance(exception, UserInputError)
+
+
+def is_retryable(exception: BaseException) -> bool:
+    """True for errors another attempt may not meet: all but bad input, and downloads."""
+    return not is_user_input_error(exception) or isinstance(exception, DownloadError)
 
 
 class StorageError(UserInputError):

@@ -38,7 +38,8 @@ def load_latest_checkpoint(resume_dir: Path, quarantine_dir: Path) -> ResumeStat
     """The newest valid checkpoint's state, after moving every invalid file aside.
 
     Invalid: a manifest that does not parse, weights missing or not matching the manifest's sha256,
-    weights without a manifest, and temporaries of an interrupted write.
+    weights without a manifest, and temporaries of an interrupted write. An I/O error while reading
+    is raised (and the task retried); nothing is moved then.
     """
     if not resume_dir.is_dir():
         return None
@@ -78,19 +79,23 @@ def quarantine(paths: list[Path], quarantine_dir: Path) -> None:
 
 
 def _valid_state(resume_dir: Path, state_path: Path) -> ResumeState | None:
+    """The checkpoint's state if it verifies; None if it is damaged: a manifest that does not
+    parse, or weights missing or not matching the manifest's sha256. An error reading either file
+    is raised, not taken for damage: a passing I/O fault must be retried, never lead to setting
+    aside (or, with no checkpoint left, discarding) a good checkpoint."""
+    content = state_path.read_bytes()
     try:
-        state = ResumeState.model_validate_json(state_path.read_bytes())
-    except (OSError, ValidationError, UnicodeDecodeError):
+        state = ResumeState.model_validate_json(content)
+    except ValidationError:  # also invalid JSON and invalid UTF-8
         return None
     weights_path = resume_dir / state.weights_file
     if (
         state.format_version != CHECKPOINT_FORMAT_VERSION
         or weights_path.parent != resume_dir
         or not weights_path.is_file()
-        or sha256_of_files([weights_path]) != state.weights_sha256
     ):
         return None
-    return state
+    return state if sha256_of_files([weights_path]) == state.weights_sha256 else None
 
 
 def committed_steps(resume_dir: Path) -> list[int]:

@@ -6,11 +6,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
 
 from trainflow.config import SplitSpec
-from trainflow.paths import DataPaths
+from trainflow.data.prepared import write_split
+from trainflow.data.splitting import class_counts
+from trainflow.data.validation import NUM_CLASSES
+from trainflow.paths import PREPARED_SPLITS, DataPaths
 from trainflow.results import PreparedData
+from trainflow.storage.atomic import atomic_path, write_json
 from trainflow.storage.digests import sha256_of_files
 
 logger = logging.getLogger("trainflow.prepare_data")
@@ -28,18 +35,28 @@ def data_fingerprint(source_sha256: str, split: SplitSpec) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def manifest_is_complete(paths: DataPaths) -> bool:
-    """True when the manifest exists and every split file it lists has the recorded sha256."""
-    if not paths.manifest.is_file():
-        return False
-    manifest = json.loads(paths.manifest.read_text())
-    for name, entry in manifest["splits"].items():
+def verified_prepared_data(paths: DataPaths) -> PreparedData | None:
+    """The prepared data at `paths` if its manifest parses and every split file it lists has the
+    recorded sha256; None when there is none, or it is damaged (with a warning). Only checks:
+    damaged data is replaced by the next preparation, never deleted here. An error reading a file
+    is raised, not taken for damage."""
+    try:
+        prepared = prepared_from_manifest(paths, reused=True)
+        recorded = json.loads(paths.manifest.read_bytes())["splits"]
+        expected = {name: entry["sha256"] for name, entry in recorded.items()}
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as error:  # ValidationError and JSON errors too
+        logger.warning(
+            "Prepared data %s has a damaged manifest (%s); preparing it again", paths.root, error
+        )
+        return None
+    for name, sha256 in expected.items():
         split_path = paths.split(name)
-        if not split_path.is_file() or sha256_of_files([split_path]) != entry["sha256"]:
+        if not split_path.is_file() or sha256_of_files([split_path]) != sha256:
             logger.warning("Prepared data %s is damaged (%s); preparing it again", paths.root, name)
-            shutil.rmtree(paths.root)
-            return False
-    return True
+            return None
+    return prepared
 
 
 def prepared_from_manifest(paths: DataPaths, reused: bool) -> PreparedData:
@@ -55,3 +72,45 @@ def prepared_from_manifest(paths: DataPaths, reused: bool) -> PreparedData:
         rows={name: entry["rows"] for name, entry in manifest["splits"].items()},
         reused=reused,
     )
+
+
+def write_prepared_data(
+    paths: DataPaths,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    source: str,
+    source_files: list[Path],
+    source_sha256: str,
+    split: SplitSpec,
+) -> PreparedData:
+    """Write the split arrays as Parquet under `paths`, with the manifest that describes and
+    verifies them, all at once: the directory appears complete or not at all (and replaces a
+    damaged one)."""
+    with atomic_path(paths.root) as staging:
+        staging.mkdir()
+        staged = DataPaths(root=staging)
+        for name in PREPARED_SPLITS:
+            write_split(staged.split(name), *splits[name])
+        write_json(
+            staged.manifest,
+            {
+                "format_version": PREPARED_FORMAT_VERSION,
+                "fingerprint": paths.root.name,
+                "source": source,
+                "source_files": [str(path) for path in source_files],
+                "source_sha256": source_sha256,
+                "split": split.model_dump(),
+                "image_shape": list(splits["train"][0].shape[1:]),
+                "num_classes": NUM_CLASSES,
+                "splits": {
+                    name: {
+                        "file": staged.split(name).name,
+                        "rows": len(labels),
+                        "class_counts": class_counts(labels),
+                        "sha256": sha256_of_files([staged.split(name)]),
+                    }
+                    for name, (_, labels) in splits.items()
+                },
+                "created_at": datetime.now(UTC).isoformat(),
+            },
+        )
+    return prepared_from_manifest(paths, reused=False)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainflow.errors import is_user_input_error
+from trainflow.errors import is_retryable
 
 
-def retry_unless_user_input_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect `retry_condition_fn`: retry transient failures, never bad input."""
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry transient failures (a download, an I/O fault, a bug
+    that may not repeat), never bad input."""
     error = state.result(raise_on_failure=False)
-    return not (isinstance(error, BaseException) and is_user_input_error(error))
+    return not isinstance(error, BaseException) or is_retryable(error)

@@ -12,13 +12,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from trainflow.config import RunConfig
+from trainflow.errors import RunStateError
 from trainflow.paths import ArtifactPaths, RunPaths
 from trainflow.runs.lock import holds_lock, lock_run, unlock_run
 from trainflow.storage.atomic import write_json
 
 logger = logging.getLogger("trainflow.runs")
 
-RunStatus = Literal["running", "completed", "failed", "interrupted"]
+# `damaged`: only in listings, for a run whose record does not parse.
+RunStatus = Literal["running", "completed", "failed", "interrupted", "damaged"]
 
 
 class RunRecord(BaseModel):
@@ -48,11 +50,22 @@ def _now() -> str:
 
 
 def read_record(paths: RunPaths) -> RunRecord | None:
-    """The run's record, or None when there is none (or it is unreadable)."""
+    """The run's record, or None when the run has none.
+
+    A record that does not parse raises `RunStateError` naming the file; an error reading it is
+    raised as it is (a passing fault, retried): neither may pass for a run without a record.
+    """
     try:
-        return RunRecord.model_validate_json(paths.record.read_text())
-    except (OSError, ValidationError):
+        content = paths.record.read_bytes()
+    except FileNotFoundError:
         return None
+    try:
+        return RunRecord.model_validate_json(content)
+    except ValidationError as error:
+        raise RunStateError(
+            f"{paths.record} is damaged ({error.errors()[0]['msg']}); move it aside to start the "
+            "run over, or give another --run-name"
+        ) from error
 
 
 def write_record(paths: RunPaths, record: RunRecord) -> None:
@@ -116,10 +129,14 @@ def fail_run(paths: RunPaths, error: str) -> None:
     does not hold the lock (it failed because another process runs the run)."""
     if not holds_lock(paths.lock):
         return
-    record = read_record(paths)
-    if record is not None:
-        write_record(paths, record.model_copy(update={"status": "failed", "error": error}))
-    unlock_run(paths.lock)
+    try:
+        record = read_record(paths)
+        if record is not None:
+            write_record(paths, record.model_copy(update={"status": "failed", "error": error}))
+    except RunStateError:
+        pass  # a damaged record is what the run failed on: its error says so already
+    finally:
+        unlock_run(paths.lock)
 
 
 def list_runs(artifacts: ArtifactPaths) -> list[RunRecord]:
@@ -128,12 +145,30 @@ def list_runs(artifacts: ArtifactPaths) -> list[RunRecord]:
         return []
     records = []
     for run_dir in sorted(artifacts.runs_dir.iterdir()):
-        record = read_record(RunPaths(run_dir=run_dir))
+        try:
+            record = read_record(RunPaths(run_dir=run_dir))
+        except RunStateError as error:
+            record = _damaged_record(run_dir.name, str(error))
         if record is not None:
             if record.status == "running" and not _process_alive(record):
                 record = record.model_copy(update={"status": "interrupted"})
             records.append(record)
     return sorted(records, key=lambda record: record.started_at)
+
+
+def _damaged_record(run_name: str, error: str) -> RunRecord:
+    """What a listing shows of a run whose record does not parse: its name and the problem."""
+    return RunRecord(
+        run_name=run_name,
+        status="damaged",
+        config={},
+        flow_run_id=None,
+        pid=0,
+        hostname="",
+        started_at="",
+        updated_at="",
+        error=error,
+    )
 
 
 def _process_alive(record: RunRecord) -> bool:

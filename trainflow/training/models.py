@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trainflow.config import ModelKind
-from trainflow.errors import UnsafeModelError
+from trainflow.errors import UnsafeModelError, UserInputError
 
 if TYPE_CHECKING:
     import keras
@@ -29,7 +29,7 @@ def build_model(kind: ModelKind, image_shape: tuple[int, int], num_classes: int)
             keras.layers.Dense(128, activation="relu"),
             keras.layers.Dense(num_classes, activation="softmax"),
         ]
-    else:
+    elif kind == "cnn":
         layers = [
             keras.layers.Reshape((*image_shape, 1)),
             keras.layers.Conv2D(32, 3, activation="relu"),
@@ -40,6 +40,8 @@ def build_model(kind: ModelKind, image_shape: tuple[int, int], num_classes: int)
             keras.layers.Dropout(0.5),
             keras.layers.Dense(num_classes, activation="softmax"),
         ]
+    else:
+        raise UserInputError(f"model {kind!r} is not one of mlp, cnn; choose --model mlp or cnn")
     # Sequential, as in the textbook examples, so weights load into a model built there by hand.
     model = keras.Sequential([keras.Input(shape=image_shape), *layers], name=kind)
     model.compile(
