@@ -10,9 +10,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.harness import MNIST_SOURCE, REPO_ROOT, Row, spread, timed, wall_time
+from bench.harness import MNIST_SOURCE, REPO_ROOT, Row, reported, timed, wall_time
 
 PYTHON = sys.executable
+PREFECT_IMPORT = "fixed cost: Prefect import"
+PREFECT_ORCHESTRATION = (
+    "fixed cost: Prefect orchestration of the flow's 8 task runs (flow run with no-op tasks, "
+    "running server)"
+)
 
 
 def _samples(function, repeats: int) -> list[float]:
@@ -87,53 +92,39 @@ def fixed_costs(api_url: str, repeats: int) -> list[Row]:
         checkpoint = _samples(lambda: timed(one_checkpoint), max(repeats, 10))
         writer.close()
     return [
-        Row(
-            "fixed cost: Python interpreter start",
-            spread(python_start),
-            "(reported)",
-            None,
-            "python -c pass",
-        ),
-        Row(
+        reported("fixed cost: Python interpreter start", python_start, "python -c pass"),
+        reported(
             "fixed cost: TensorFlow import",
-            spread(tensorflow),
-            "(reported)",
-            None,
+            tensorflow,
             "python -c 'import tensorflow' minus the interpreter start",
         ),
-        Row(
-            "fixed cost: Prefect import",
-            spread(prefect),
-            "(reported)",
-            None,
+        reported(
+            PREFECT_IMPORT,
+            prefect,
             "python -c 'from prefect import flow, task' minus the interpreter start",
         ),
-        Row(
-            "fixed cost: Prefect server start (the one `trainflow run` starts without PREFECT_API_URL)",
-            spread(servers),
-            "(reported)",
-            None,
+        reported(
+            "fixed cost: Prefect server start (the one `trainflow run` starts without "
+            "PREFECT_API_URL)",
+            servers,
             "LocalServer().start().wait_until_healthy()",
         ),
-        Row(
-            "fixed cost: Prefect orchestration of the flow's 8 task runs (flow run with no-op tasks, running server)",
-            spread(orchestration),
-            "(reported)",
-            None,
+        reported(
+            PREFECT_ORCHESTRATION,
+            orchestration,
             "python -m bench.noop_flow",
         ),
-        Row(
+        reported(
             "fixed cost: Parquet reads of the three prepared splits (10,000 images)",
-            spread(parquet, digits=3),
-            "(reported)",
-            None,
+            parquet,
             "read_split(train, validation, test)",
+            digits=3,
         ),
-        Row(
-            "fixed cost: one resume checkpoint of mlp (weights + optimizer, fsynced, manifest), start to on disk",
-            spread(checkpoint, digits=3),
-            "(reported)",
-            None,
+        reported(
+            "fixed cost: one resume checkpoint of mlp (weights + optimizer, fsynced, manifest), "
+            "start to on disk",
+            checkpoint,
             "CheckpointWriter.commit + flush",
+            digits=3,
         ),
     ]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -19,13 +19,27 @@ TRAINFLOW = str(Path(sys.executable).with_name("trainflow"))
 
 @dataclass
 class Row:
-    """One line of the results table; `met` is None for a figure without a target."""
+    """One line of the results table; `met` is None for a figure without a target. `figures` are
+    the medians the row measured, by name, for the prose below the table (bench/report.py)."""
 
     measure: str
     value: str
     target: str
     met: bool | None
     command: str
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def reported(measure: str, values: list[float], command: str, digits: int = 2) -> Row:
+    """A row of seconds without a target; its median is the figure `seconds`."""
+    return Row(
+        measure,
+        spread(values, digits=digits),
+        "(reported)",
+        None,
+        command,
+        {"seconds": statistics.median(values)},
+    )
 
 
 def alternate(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.harness import (
@@ -175,6 +173,11 @@ def _trainflow_against_plain(
         statistics.median(ratios) <= 1.10 if target else None,
         f"trainflow run --dataset idx:{workload.typed} --epochs {epochs} vs "
         f"python bench/plain_keras.py {workload.typed} OUT --epochs {epochs}",
+        {
+            "ratio": statistics.median(ratios),
+            "trainflow": statistics.median(times["trainflow"]),
+            "plain": statistics.median(times["plain"]),
+        },
     )
 
 
@@ -210,28 +213,6 @@ def write_synthetic_source(directory: Path, count: int) -> Path:
     return directory
 
 
-def render(rows: list[Row], command: str, seconds: float) -> str:
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    header = (
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine} ({platform.platform()}), "
-        f"with `{command}` ({seconds / 60:.1f} minutes). Median over the repetitions, min-max in "
-        "brackets; what the figures mean and why a target is missed: below the table."
-    )
-    lines = [
-        "# Benchmarks",
-        "",
-        header,
-        "",
-        "| measure | result | target | met | reproduce |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for row in rows:
-        met = "" if row.met is None else ("yes" if row.met else "**no**")
-        lines.append(f"| {row.measure} | {row.value} | {row.target} | {met} | `{row.command}` |")
-    explanations = REPO_ROOT / "bench" / "EXPLANATIONS.md"
-    return "\n".join(lines) + "\n\n" + explanations.read_text()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -245,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     from bench.breakdown import fixed_costs
     from bench.recovery import recovery_cost
+    from bench.report import render
     from bench.training import checkpoint_rows, input_pipeline_rows
     from trainflow.orchestration.prefect_server import LocalServer
 

@@ -101,6 +101,7 @@ def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: in
                 f"<= {limit:g}%",
                 overhead <= limit,
                 command,
+                {"percent": overhead, "epoch_seconds": baseline / epochs},
             )
         )
     return rows

@@ -4,6 +4,7 @@ import pytest
 
 from bench.harness import MNIST_TEST_SPLIT
 from bench.run import main
+from tests.conftest import needs_path
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +21,7 @@ def test_benchmark_harness_writes_the_table(table):
     assert "| checkpoint overhead, every epoch, synthetic (500) |" in table
 
 
-@pytest.mark.skipif(
-    not MNIST_TEST_SPLIT.is_dir(), reason=f"the MNIST test split is not at {MNIST_TEST_SPLIT}"
-)
+@needs_path(MNIST_TEST_SPLIT, "the MNIST test split")
 def test_benchmark_harness_measures_every_target_on_real_data(table):
     for measure in (
         "orchestration overhead, 1 epochs of mlp on MNIST test split, against a running",
