@@ -201,7 +201,6 @@ def test_a_deployment_on_a_short_interval_fires_by_itself(stack, client, idx_dir
     )
 
 
-@pytest.mark.slow
 def test_a_run_that_vanished_silently_is_marked_crashed_by_heartbeats(
     stack, client, tmp_path, artifacts
 ):
