@@ -9,7 +9,7 @@ import numpy as np
 from prefect import task
 
 from trainflow.data.prepared import read_split
-from trainflow.orchestration.retry_policy import retry_if_transient
+from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.reports.metrics import (
     classification_report,
@@ -91,8 +91,5 @@ def _evaluate(
 
 
 evaluate_model_task = task(
-    evaluate_model,
-    name="evaluate_model",
-    retries=1,
-    retry_condition_fn=retry_if_transient,
+    evaluate_model, name="evaluate_model", retries=1, **RETRY_TRANSIENT_FAULTS
 )

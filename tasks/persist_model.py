@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import task
 
-from trainflow.orchestration.retry_policy import retry_if_transient
+from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.results import PersistedModel, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
@@ -45,9 +45,4 @@ def _save(training: TrainingResult, weights: Path, paths: RunPaths) -> None:
     logger.info("Saved model to %s and SavedModel to %s", paths.keras_model, paths.saved_model)
 
 
-persist_model_task = task(
-    persist_model,
-    name="persist_model",
-    retries=1,
-    retry_condition_fn=retry_if_transient,
-)
+persist_model_task = task(persist_model, name="persist_model", retries=1, **RETRY_TRANSIENT_FAULTS)

@@ -9,7 +9,7 @@ import numpy as np
 from prefect import task
 
 from trainflow.errors import NonFiniteLossError, RunStateError
-from trainflow.orchestration.retry_policy import retry_if_transient
+from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.results import TrainingResult
 from trainflow.runs.stage_records import run_stage_once
@@ -50,8 +50,5 @@ def _save(training: TrainingResult, paths: RunPaths) -> None:
 
 
 persist_weights_task = task(
-    persist_weights,
-    name="persist_weights",
-    retries=1,
-    retry_condition_fn=retry_if_transient,
+    persist_weights, name="persist_weights", retries=1, **RETRY_TRANSIENT_FAULTS
 )

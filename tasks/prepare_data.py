@@ -15,7 +15,7 @@ from trainflow.data.preparation import (
 from trainflow.data.prepared import sha256_of_arrays
 from trainflow.data.sources import locate_source_files, read_source
 from trainflow.data.splitting import split_dataset
-from trainflow.orchestration.retry_policy import retry_if_transient
+from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import ArtifactPaths
 from trainflow.results import PreparedData
 from trainflow.storage.digests import sha256_of_files
@@ -54,10 +54,4 @@ def prepare_data(source: DataSource, split: SplitSpec, artifacts: ArtifactPaths)
     return prepared
 
 
-prepare_data_task = task(
-    prepare_data,
-    name="prepare_data",
-    retries=2,
-    retry_delay_seconds=1,
-    retry_condition_fn=retry_if_transient,
-)
+prepare_data_task = task(prepare_data, name="prepare_data", retries=2, **RETRY_TRANSIENT_FAULTS)

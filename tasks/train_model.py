@@ -21,7 +21,7 @@ from trainflow.config import RunConfig
 from trainflow.errors import RunStateError
 from trainflow.orchestration.artifact_keys import progress_key
 from trainflow.orchestration.progress import ProgressArtifact
-from trainflow.orchestration.retry_policy import retry_if_transient
+from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData, TrainingResult
 from trainflow.storage.atomic import write_json
@@ -100,12 +100,7 @@ def _check_resumable(
         )
 
 
-@task(
-    name="train_model",
-    retries=2,
-    retry_delay_seconds=1,
-    retry_condition_fn=retry_if_transient,
-)
+@task(name="train_model", retries=2, **RETRY_TRANSIENT_FAULTS)
 def train_model_task(config: RunConfig, data: PreparedData, paths: RunPaths) -> TrainingResult:
     """Train, with the progress published as a Prefect artifact."""
     progress = ProgressArtifact(

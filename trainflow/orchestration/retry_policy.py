@@ -12,3 +12,11 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     that may not repeat), never bad input."""
     error = state.result(raise_on_failure=False)
     return not isinstance(error, BaseException) or is_retryable(error)
+
+
+# The retry settings of every stage task that may meet a passing fault: `task(..., retries=N,
+# **RETRY_TRANSIENT_FAULTS)`.
+RETRY_TRANSIENT_FAULTS: dict[str, Any] = {
+    "retry_delay_seconds": 1,
+    "retry_condition_fn": retry_if_transient,
+}
