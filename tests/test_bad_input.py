@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
-from trainflow.data.readers import IMAGE_COLUMN, LABEL_COLUMN
+from trainflow.data.readers import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
 from trainflow.errors import DataSourceError
 
 
@@ -53,6 +53,12 @@ def labels_out_of_range(directory: Path) -> tuple[str, str]:
     images, labels = synthetic_images(100, seed=1)
     labels[3] = 12
     return _idx(directory, images, labels), "labels range 0..12"
+
+
+def zero_size_images(directory: Path) -> tuple[str, str]:
+    labels = synthetic_images(100, seed=1)[1]
+    source = _idx(directory, np.zeros((100, 28, 0), np.uint8), labels)
+    return source, "images have shape (100, 28, 0); an image needs a height and a width"
 
 
 def _npz(directory: Path, **arrays: np.ndarray) -> str:
@@ -94,6 +100,13 @@ def npz_without_keys(directory: Path) -> tuple[str, str]:
     return _npz(directory, images=images, labels=labels), "missing arrays x_train"
 
 
+def npz_holding_a_single_array(directory: Path) -> tuple[str, str]:
+    directory.mkdir(parents=True)
+    with (directory / "data.npz").open("wb") as stream:  # np.save instead of np.savez
+        np.save(stream, synthetic_images(100, seed=1)[0])
+    return f"npz:{directory / 'data.npz'}", "a single .npy array, not an npz archive"
+
+
 def _parquet(directory: Path, mutate: Callable[[pa.Table], pa.Table]) -> str:
     directory.mkdir(parents=True)
     for split, seed in (("train", 1), ("test", 2)):
@@ -129,6 +142,31 @@ def parquet_mistyped_column(directory: Path) -> tuple[str, str]:
     return _parquet(directory, retype), "column 'label' has type string"
 
 
+def parquet_bad_image_shape(directory: Path) -> tuple[str, str]:
+    def describe_shape(table: pa.Table) -> pa.Table:
+        return table.replace_schema_metadata({IMAGE_SHAPE_METADATA_KEY: b"28x28"})
+
+    return _parquet(directory, describe_shape), "trainflow.image_shape is '28x28'"
+
+
+def parquet_null_label(directory: Path) -> tuple[str, str]:
+    def blank_one_label(table: pa.Table) -> pa.Table:
+        labels = table[LABEL_COLUMN].to_pylist()
+        labels[7] = None
+        return table.set_column(1, LABEL_COLUMN, pa.array(labels, pa.int64()))
+
+    return _parquet(directory, blank_one_label), "column 'label' has 1 null labels"
+
+
+def parquet_null_image(directory: Path) -> tuple[str, str]:
+    def blank_one_image(table: pa.Table) -> pa.Table:
+        images = table[IMAGE_COLUMN].to_pylist()
+        images[7] = None
+        return table.set_column(0, IMAGE_COLUMN, pa.array(images, table[IMAGE_COLUMN].type))
+
+    return _parquet(directory, blank_one_image), "column 'image' has 1 null images"
+
+
 def missing_path(directory: Path) -> tuple[str, str]:
     return f"idx:{directory / 'nowhere'}", "does not exist"
 
@@ -145,13 +183,18 @@ BAD_DATA = [
     counts_differ,
     wrong_dimensions,
     labels_out_of_range,
+    zero_size_images,
     nan_pixels,
     empty_dataset,
     class_missing_from_a_split,
     npz_without_keys,
+    npz_holding_a_single_array,
     parquet_missing_column,
     parquet_extra_column,
     parquet_mistyped_column,
+    parquet_bad_image_shape,
+    parquet_null_label,
+    parquet_null_image,
     missing_path,
     no_recognisable_files,
 ]
@@ -174,6 +217,7 @@ def _trainflow_run(source: str, artifacts: Path, environment: dict, *options: st
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,  # the tests look at the exit status
     )
 
 

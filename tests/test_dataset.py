@@ -32,6 +32,14 @@ def test_integer_pixels_are_scaled_to_unit_range():
         (np.full((2, 4, 4), np.inf, np.float32), [1, 2], "NaN or infinite"),
         (np.full((2, 4, 4), 7.0, np.float32), [1, 2], "must lie in \\[0, 1\\]"),
         (np.zeros((2, 4, 4), np.uint8), [1.5, 2.0], "whole numbers"),
+        (np.zeros((2, 0, 0), np.uint8), [1, 2], "height and a width of at least one pixel"),
+        (np.zeros((2, 4, 0), np.float32), [1, 2], "height and a width of at least one pixel"),
+        (np.zeros((2, 4, 4), "timedelta64[s]"), [1, 2], "pixels have dtype timedelta64"),
+        (
+            np.zeros((2, 4, 4), np.uint8),
+            np.ones(2, "timedelta64[s]"),
+            "labels have dtype timedelta64",
+        ),
     ],
 )
 def test_invalid_splits_are_refused_naming_the_origin(images, labels, message):

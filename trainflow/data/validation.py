@@ -15,6 +15,13 @@ NUM_CLASSES = 10
 MAX_PIXEL_VALUE = 255
 
 
+# Integer and float dtypes by kind: numpy counts timedelta64 as an integer type.
+INTEGER_KINDS = "iu"
+
+
+FLOAT_KIND = "f"
+
+
 def normalise_split(split: RawSplit) -> tuple[np.ndarray, np.ndarray]:
     """Check one split and return float32 images in [0, 1] of shape (N, H, W) and int64 labels.
 
@@ -33,15 +40,20 @@ def normalise_split(split: RawSplit) -> tuple[np.ndarray, np.ndarray]:
         raise DataSourceError(f"{origin}: {len(images)} images but {len(labels)} labels")
     if len(images) == 0:
         raise DataSourceError(f"{origin}: no examples")
+    if 0 in images.shape[1:]:
+        raise DataSourceError(
+            f"{origin}: images have shape {images.shape}; an image needs a height and a width of "
+            "at least one pixel"
+        )
     return _normalised_pixels(images, origin), _checked_labels(labels, origin)
 
 
 def _normalised_pixels(images: np.ndarray, origin: str) -> np.ndarray:
-    if np.issubdtype(images.dtype, np.integer):
+    if images.dtype.kind in INTEGER_KINDS:
         if images.min() < 0 or images.max() > MAX_PIXEL_VALUE:
             raise DataSourceError(f"{origin}: integer pixels must lie in 0..{MAX_PIXEL_VALUE}")
         return images.astype(np.float32) / np.float32(MAX_PIXEL_VALUE)
-    if not np.issubdtype(images.dtype, np.floating):
+    if images.dtype.kind != FLOAT_KIND:
         raise DataSourceError(
             f"{origin}: pixels have dtype {images.dtype}; expected integer or float"
         )
@@ -55,10 +67,10 @@ def _normalised_pixels(images: np.ndarray, origin: str) -> np.ndarray:
 
 
 def _checked_labels(labels: np.ndarray, origin: str) -> np.ndarray:
-    if np.issubdtype(labels.dtype, np.floating):
+    if labels.dtype.kind == FLOAT_KIND:
         if not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels)):
             raise DataSourceError(f"{origin}: labels must be whole numbers")
-    elif not np.issubdtype(labels.dtype, np.integer):
+    elif labels.dtype.kind not in INTEGER_KINDS:
         raise DataSourceError(f"{origin}: labels have dtype {labels.dtype}; expected integers")
     if labels.min() < 0 or labels.max() >= NUM_CLASSES:
         raise DataSourceError(
