@@ -16,7 +16,7 @@ from trainflow.data.readers import (
     read_npz,
     read_parquet_directory,
 )
-from trainflow.errors import DataSourceError
+from trainflow.errors import DataSourceError, DownloadError
 
 
 def locate_source_files(source: DataSource) -> list[Path]:
@@ -67,7 +67,7 @@ def read_keras_dataset(name: str) -> dict[str, RawSplit]:
         (x_train, y_train), (x_test, y_test) = getattr(datasets, name).load_data()
     except Exception as error:  # Keras raises bare Exception subclasses for every network failure.
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataSourceError(
+        raise DownloadError(
             f"could not download {name} through keras.datasets ({reason}); without network, "
             "use a local copy: --dataset idx:DIR, npz:FILE or parquet:DIR"
         ) from error
