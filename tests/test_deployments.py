@@ -9,7 +9,12 @@ from datetime import timedelta
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -21,7 +26,7 @@ from tests.conftest import (
     write_idx_pair,
 )
 from trainflow.orchestration.prefect_server import PREFECT_COMMAND, free_port
-from trainflow.orchestration.stack import stack_down, stack_up
+from trainflow.orchestration.stack import read_stack
 
 RUN_TIMEOUT = 300
 HEARTBEAT_SECONDS = 30
@@ -35,22 +40,31 @@ FAST_POLLING = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """`trainflow stack up` on a free port with its own PREFECT_HOME; `down` afterwards."""
+    """`trainflow stack up` on a free port with its own PREFECT_HOME, run from the repository root
+    as a user runs it; `trainflow stack down` afterwards.
+
+    In processes of their own, not by calling `stack_up` here: the server and the worker outlive
+    `up` and are reaped by init when they stop. Children of this process would stay zombies, which
+    `stack_down` takes for alive, and it would wait 30 s for each before giving up."""
     home = tmp_path_factory.mktemp("stack-home")
-    saved = {name: os.environ.get(name) for name in FAST_POLLING}
-    os.environ.update(FAST_POLLING)
+
+    def stack_command(*arguments: str) -> None:
+        completed = subprocess.run(
+            [TRAINFLOW, "stack", *arguments, "--home", str(home)],
+            check=False,
+            cwd=REPO_ROOT,
+            env={**os.environ, **FAST_POLLING},
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr[-3000:]
+
+    stack_command("up", "--port", str(free_port()))
     try:
-        running = stack_up(REPO_ROOT, home, free_port())
-        try:
-            yield running
-        finally:
-            stack_down(home)
+        yield read_stack(home)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        stack_command("down")
 
 
 @pytest.fixture
@@ -179,6 +193,37 @@ def test_killed_flow_run_is_crashed_then_retried_and_resumes(stack, client, idx_
     (run_dir,) = (artifacts / "runs").iterdir()
     record = json.loads((run_dir / "run.json").read_text())
     assert record["resumed_from"] == 1 and record["epochs_completed"] == 3
+
+
+def test_failure_demo_fails_after_its_own_epoch_2_then_the_retry_resumes(
+    stack, client, idx_dir, artifacts
+):
+    """The failure-demo deployment with its own fail_at_epoch (2, from deployments/prefect.yaml):
+    the training task fails after epoch 2, Prefect retries it, and the retry resumes from the
+    checkpoint of epoch 2's end."""
+    deployed = client.read_deployment_by_name("trainflow/failure-demo").parameters["config"]
+    assert deployed["fail_at_epoch"] == 2
+    # A parameter given to a run replaces the deployment's whole `config`: keep the deployed one,
+    # and change only the data, the epochs and where the outputs go.
+    config = {**deployed, "dataset": f"idx:{idx_dir}", "epochs": 3, "artifacts": str(artifacts)}
+    completed = deployment_run(stack, "trainflow/failure-demo", "config=" + json.dumps(config))
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "Flow run finished successfully in 'Completed'" in completed.stdout
+    (run_dir,) = (artifacts / "runs").iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["resumed_from"] == 2 and record["epochs_completed"] == 3
+    flow_run_id = record["flow_run_id"]
+    task_runs = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    )
+    (training,) = [run for run in task_runs if run.name.startswith("train_model")]
+    assert training.state.is_completed() and training.run_count == 2
+    assert wait_for_log(client, flow_run_id, "injected failure after epoch 2 (--fail-at-epoch)")
+    assert wait_for_log(
+        client,
+        flow_run_id,
+        f"from checkpoint step-{2 * STEPS_PER_EPOCH:09d}.weights.h5: epoch 3, step 0 of the epoch",
+    )
 
 
 def test_a_deployment_on_a_short_interval_fires_by_itself(stack, client, idx_dir, artifacts):
