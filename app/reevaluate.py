@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tasks.evaluate_model import STAGE as EVALUATE_STAGE
 from tasks.evaluate_model import evaluate_model
 from tasks.prepare_data import prepare_data
+from tasks.report_run import STAGE as REPORT_STAGE
 from tasks.report_run import report_run
 from trainflow.config import RunConfig
 from trainflow.errors import UserInputError
 from trainflow.paths import ArtifactPaths, RunPaths
 from trainflow.results import Evaluation, PersistedModel, TrainingResult
 from trainflow.runs.records import read_record
+from trainflow.runs.stage_records import forget_stage
 
 
 def reevaluate_run(run_dir: Path, dataset: str | None) -> Evaluation:
@@ -37,6 +40,8 @@ def reevaluate_run(run_dir: Path, dataset: str | None) -> Evaluation:
     persisted = PersistedModel(
         keras_model=paths.keras_model, saved_model=paths.saved_model, weights=paths.weights
     )
+    for stage in (EVALUATE_STAGE, REPORT_STAGE):
+        forget_stage(paths, stage)  # asked to evaluate again: the files may have changed
     evaluation = evaluate_model(persisted, training, data, paths)
     report_run(training, evaluation, data, paths)
     return evaluation

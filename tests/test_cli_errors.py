@@ -152,10 +152,7 @@ def test_an_unsafe_keras_file_is_refused_by_evaluate(
     tmp_path, idx_dir, artifacts, server_environment
 ):
     """A finished run whose model.keras was replaced by a model with a Lambda layer (Python code
-    that loading would run): `trainflow evaluate` refuses to load it and leaves the run as it was.
-
-    It evaluates on another dataset: on the run's own data, `trainflow evaluate` skips the
-    evaluation as already done (see test_commands.py's xfail) and never loads the file."""
+    that loading would run): `trainflow evaluate` refuses to load it and leaves the run as it was."""
     import keras
 
     summary = json.loads(
@@ -285,23 +282,11 @@ def read_only_artifacts(disk: Path) -> Iterator[None]:
 
 # Two product bugs turn a read-only artifacts/ into `trainflow: run failed: OSError: [Errno 30]
 # Read-only file system: …` and exit status 1.
-READ_ONLY_IS_NOT_A_STORAGE_ERROR = (
-    "product bugs: trainflow/runs/lock.py lock_run opens locks/<run>.lock with os.open and does "
-    "not turn EROFS into a StorageError; and trainflow/storage/atomic.py atomic_path removes its "
-    "temporary file in `finally`, where on a read-only file system the unlink fails too (EROFS "
-    "even for a missing file) and its OSError replaces the StorageError just raised"
-)
-
-
 @pytest.mark.parametrize(
     ("fault", "problem"),
     [
         (full_disk, "No space left on device"),
-        pytest.param(
-            read_only_artifacts,
-            "Read-only file system",
-            marks=pytest.mark.xfail(strict=True, reason=READ_ONLY_IS_NOT_A_STORAGE_ERROR),
-        ),
+        (read_only_artifacts, "Read-only file system"),
     ],
     ids=lambda value: getattr(value, "__name__", None),
 )

@@ -332,13 +332,6 @@ def test_evaluate_on_another_dataset_rewrites_the_evaluation_and_report(
     assert all(after[name] > before[name] for name in before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: app/reevaluate.py reevaluate_run calls evaluate_model and report_run, "
-    "whose stage records (trainflow/runs/stage_records.py) are keyed by file paths, the training "
-    "result and the data fingerprint, so on the run's own data both log `Skipping …: already "
-    "done` and evaluation.json and the report are not rewritten, whatever model.keras now holds",
-)
 def test_evaluate_on_its_own_data_evaluates_again(retrained, server_environment):
     run_dir = retrained.run_dir("relabelled")
     before = modification_times(run_dir)

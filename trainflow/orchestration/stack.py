@@ -129,11 +129,18 @@ def read_stack(home: Path) -> Stack | None:
 
 
 def _alive(pid: int) -> bool:
+    """True while process `pid` runs; an exited one not yet reaped by its parent (a zombie) does
+    not count."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        # The state follows the command name in parentheses, which may itself hold spaces.
+        return stat.read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): os.kill's answer stands
 
 
 def _stop_group(pid: int) -> None:

@@ -14,7 +14,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trainflow.errors import UserInputError
+from trainflow.errors import UserInputError, as_storage_error
 
 # Lock files this process holds, by path: a Prefect retry in the same process reopens its own run.
 _held: dict[Path, int] = {}
@@ -28,8 +28,11 @@ def lock_run(lock_path: Path, run_name: str) -> None:
     """Take the run's lock for this process, or raise `RunInUseError` naming the holder."""
     if lock_path in _held:
         return
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # a full or read-only disk is the user's to fix
+        raise as_storage_error(error, lock_path) or error from error
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

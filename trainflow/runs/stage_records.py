@@ -61,3 +61,8 @@ def stage_is_done(paths: RunPaths, stage: str, key: str, outputs: Sequence[Path]
     except (ValueError, UnicodeDecodeError):
         return False
     return isinstance(recorded, dict) and recorded.get("input_key") == key
+
+
+def forget_stage(paths: RunPaths, stage: str) -> None:
+    """Drop the record that `stage` finished, so that it runs again (re-evaluation)."""
+    paths.stage_record(stage).unlink(missing_ok=True)

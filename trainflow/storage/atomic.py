@@ -83,7 +83,9 @@ def _replace(source: Path, target: Path) -> None:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    # Only what exists: on a read-only file system even unlinking a missing file fails (EROFS),
+    # and that error would hide the one being reported.
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
