@@ -53,7 +53,7 @@ def plan_kill_step(config: RunConfig) -> tuple[int, int, int]:
     from tasks.prepare_data import prepare_data
     from trainflow.training.pipeline import steps_per_epoch
 
-    data = prepare_data(config.source, config.split, ArtifactPaths.at(config.artifacts))
+    data = prepare_data(config.source, config.preparation, ArtifactPaths.at(config.artifacts))
     epoch_steps = steps_per_epoch(data.rows["train"], config.batch_size)
     total_steps = epoch_steps * config.epochs
     kill_at_step = config.kill_at_step or random.randint(1, total_steps - 1)

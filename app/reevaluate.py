@@ -30,12 +30,17 @@ def reevaluate_run(run_dir: Path, dataset: str | None) -> Evaluation:
     options = {**record.config, **({"dataset": dataset} if dataset else {})}
     config = RunConfig.model_validate(options)
     artifacts = ArtifactPaths(root=paths.run_dir.parent.parent)
-    data = prepare_data(config.source, config.split, artifacts)
+    data = prepare_data(config.source, config.preparation, artifacts)
     training = TrainingResult.model_validate_json(paths.training_result.read_text())
     if data.image_shape != training.image_shape:
         raise UserInputError(
             f"{config.dataset} has images of {data.image_shape}, the model takes "
             f"{training.image_shape}; evaluate on data of the model's image size"
+        )
+    if data.num_classes != training.num_classes:
+        raise UserInputError(
+            f"{config.dataset} has {data.num_classes} classes, the model {training.num_classes}; "
+            "evaluate on data of the model's classes"
         )
     persisted = PersistedModel(
         keras_model=paths.keras_model, saved_model=paths.saved_model, weights=paths.weights

@@ -43,7 +43,7 @@ def fixed_costs(api_url: str, repeats: int) -> list[Row]:
     from tasks.prepare_data import prepare_data
     from trainflow.checkpoints.state import ResumeState
     from trainflow.checkpoints.writer import CheckpointWriter
-    from trainflow.config import DataSource, SplitSpec
+    from trainflow.config import DataSource, PreparationSpec
     from trainflow.data.prepared import read_split
     from trainflow.orchestration.prefect_server import LocalServer
     from trainflow.paths import ArtifactPaths
@@ -69,7 +69,7 @@ def fixed_costs(api_url: str, repeats: int) -> list[Row]:
     orchestration = _samples(lambda: _noop_flow_seconds(api_url), repeats)
     with tempfile.TemporaryDirectory() as directory:
         data = prepare_data(
-            DataSource.parse(MNIST_SOURCE), SplitSpec(), ArtifactPaths.at(Path(directory))
+            DataSource.parse(MNIST_SOURCE), PreparationSpec(), ArtifactPaths.at(Path(directory))
         )
         parquet = _samples(
             lambda: timed(

@@ -54,7 +54,7 @@ def data_preparation(
 ) -> list[Row]:
     """(4) Raw source to validated Parquet: rows/s and MB/s; the cached second run's time."""
     from tasks.prepare_data import prepare_data
-    from trainflow.config import DataSource, SplitSpec
+    from trainflow.config import DataSource, PreparationSpec
     from trainflow.paths import ArtifactPaths
 
     first, cached = [], []
@@ -63,7 +63,7 @@ def data_preparation(
             artifacts = ArtifactPaths.at(Path(directory))
             for times in (first, cached):
                 began = time.monotonic()
-                prepare_data(DataSource.parse(source), SplitSpec(), artifacts)
+                prepare_data(DataSource.parse(source), PreparationSpec(), artifacts)
                 times.append(time.monotonic() - began)
     median = statistics.median(first)
     return [

@@ -15,7 +15,7 @@ from bench.harness import MNIST_COMMAND_SOURCE, MNIST_SOURCE, Row, alternate, sp
 from tasks.prepare_data import prepare_data
 from trainflow.checkpoints.state import ResumeState
 from trainflow.checkpoints.writer import CheckpointWriter
-from trainflow.config import DataSource, SplitSpec
+from trainflow.config import DataSource, PreparationSpec
 from trainflow.data.prepared import read_split
 from trainflow.paths import ArtifactPaths, RunPaths
 from trainflow.results import PreparedData
@@ -162,12 +162,12 @@ def checkpoint_rows(
     source: str, label: str, repeats: int, epochs: int, directory: Path
 ) -> list[Row]:
     """Row (2) on `source`, prepared under `directory`."""
-    data = prepare_data(DataSource.parse(source), SplitSpec(), ArtifactPaths.at(directory))
+    data = prepare_data(DataSource.parse(source), PreparationSpec(), ArtifactPaths.at(directory))
     return checkpoint_overhead(data, label, repeats, epochs)
 
 
 def input_pipeline_rows(repeats: int, epochs: int, directory: Path) -> list[Row]:
     """Row (5) on the MNIST test split, prepared under `directory`."""
-    data = prepare_data(DataSource.parse(MNIST_SOURCE), SplitSpec(), ArtifactPaths.at(directory))
+    data = prepare_data(DataSource.parse(MNIST_SOURCE), PreparationSpec(), ArtifactPaths.at(directory))
     arrays = read_split(data.paths.split("train"))  # the NumPy side: the same examples, in memory
     return input_pipeline(data, arrays, repeats, epochs)

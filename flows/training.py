@@ -32,7 +32,7 @@ def _record_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
 def training_flow(config: RunConfig = RunConfig()) -> RunSummary:
     """Train, persist and evaluate one model; a rerun with the same run name resumes it."""
     paths = start_run_task(config)
-    data = prepare_data_task(config.source, config.split, ArtifactPaths.at(config.artifacts))
+    data = prepare_data_task(config.source, config.preparation, ArtifactPaths.at(config.artifacts))
     training = train_model_task(config, data, paths)
     weights = persist_weights_task(training, paths)
     persisted = persist_model_task(training, weights, paths)

@@ -51,8 +51,8 @@ def _evaluate(
     persisted: PersistedModel, training: TrainingResult, data: PreparedData, paths: RunPaths
 ) -> None:
     images, labels = read_split(data.paths.split("test"))
-    loaded = load_saved_model(persisted.keras_model)
-    rebuilt = build_model(training.model_kind, training.image_shape, training.num_classes)
+    loaded = load_saved_model(persisted.keras_model, training.recipe)
+    rebuilt = build_model(training.recipe, training.image_shape, training.num_classes)
     rebuilt.load_weights(persisted.weights)
     loaded_loss, probabilities = loss_and_probabilities(loaded, images, labels)
     rebuilt_loss, rebuilt_probabilities = loss_and_probabilities(rebuilt, images, labels)

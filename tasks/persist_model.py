@@ -36,7 +36,7 @@ def persist_model(training: TrainingResult, weights: Path, paths: RunPaths) -> P
 
 
 def _save(training: TrainingResult, weights: Path, paths: RunPaths) -> None:
-    model = build_model(training.model_kind, training.image_shape, training.num_classes)
+    model = build_model(training.recipe, training.image_shape, training.num_classes)
     model.load_weights(weights)
     with atomic_path(paths.keras_model) as temporary:
         model.save(temporary)

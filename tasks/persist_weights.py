@@ -37,7 +37,7 @@ def _save(training: TrainingResult, paths: RunPaths) -> None:
             f"{training.best_checkpoint} differs from the file training recorded; it was changed "
             "after training: start the run over with --fresh"
         )
-    model = build_model(training.model_kind, training.image_shape, training.num_classes)
+    model = build_model(training.recipe, training.image_shape, training.num_classes)
     model.load_weights(training.best_checkpoint)
     if not all(np.isfinite(weights).all() for weights in model.get_weights()):
         raise NonFiniteLossError(

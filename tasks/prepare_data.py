@@ -6,49 +6,55 @@ import logging
 
 from prefect import task
 
-from trainflow.config import DataSource, SplitSpec
+from trainflow.config import DataSource, PreparationSpec
+from trainflow.data.classes import class_names
 from trainflow.data.preparation import (
     data_fingerprint,
     verified_prepared_data,
     write_prepared_data,
 )
 from trainflow.data.prepared import sha256_of_arrays
-from trainflow.data.sources import locate_source_files, read_source
-from trainflow.data.splitting import split_dataset
+from trainflow.data.sources import locate_source_files, read_source, source_sha256
+from trainflow.data.splitting import number_of_classes, split_dataset
 from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import ArtifactPaths
 from trainflow.results import PreparedData
-from trainflow.storage.digests import sha256_of_files
 
 logger = logging.getLogger("trainflow.prepare_data")
 
 
-def prepare_data(source: DataSource, split: SplitSpec, artifacts: ArtifactPaths) -> PreparedData:
+def prepare_data(
+    source: DataSource, preparation: PreparationSpec, artifacts: ArtifactPaths
+) -> PreparedData:
     """Prepare `source` under `artifacts`, or reuse what an earlier run prepared from the same
-    source bytes with the same split parameters.
+    source bytes in the same way.
 
     Files are hashed before they are parsed, so reuse costs one read of the source; a
     `keras.datasets` source is loaded (from Keras's cache) and its arrays hashed.
     """
     files = locate_source_files(source)
     raw = None if files else read_source(source, files)
-    source_sha256 = sha256_of_files(files) if raw is None else sha256_of_arrays(raw)
-    fingerprint = data_fingerprint(source_sha256, split)
-    paths = artifacts.data(fingerprint)
+    digest = source_sha256(source, files) if raw is None else sha256_of_arrays(raw)
+    paths = artifacts.data(data_fingerprint(digest, preparation))
     reused = verified_prepared_data(paths)
     if reused is not None:
         logger.info(
-            "Reusing prepared data %s for %s (same source sha256 and split)", paths.root, source
+            "Reusing prepared data %s for %s (same source sha256 and preparation)",
+            paths.root,
+            source,
         )
         return reused
-    splits = split_dataset(raw if raw is not None else read_source(source, files), split)
+    if raw is None:
+        raw = read_source(source, files, preparation.image_size)
+    splits = split_dataset(raw, preparation)
     prepared = write_prepared_data(
         paths,
         splits,
         source=str(source),
         source_files=files,
-        source_sha256=source_sha256,
-        split=split,
+        source_sha256=digest,
+        preparation=preparation,
+        class_names=class_names(source, number_of_classes(splits, preparation)),
     )
     logger.info("Prepared %s into %s: %s", source, paths.root, prepared.rows)
     return prepared

@@ -6,7 +6,7 @@ import logging
 
 from prefect import task
 
-from trainflow.config import RunConfig
+from trainflow.config import ModelRecipe, RunConfig
 from trainflow.orchestration.summary import publish_summary
 from trainflow.paths import ArtifactPaths
 from trainflow.results import PromotionDecision, RunSummary
@@ -32,7 +32,9 @@ def promote_challenger(
                 champion.test_accuracy
                 if champion.data_fingerprint == summary.data_fingerprint
                 else accuracy_on(
-                    champion.model_path, artifacts.data(summary.data_fingerprint).split("test")
+                    champion.model_path,
+                    artifacts.data(summary.data_fingerprint).split("test"),
+                    ModelRecipe(model=champion.parameters.get("model", "mlp")),
                 )
             )
             promoted = summary.test_accuracy >= champion_accuracy - tolerance

@@ -55,9 +55,10 @@ def train_model(
     if state.best_checkpoint is None:
         raise RuntimeError(f"run {paths.name}: training ended without a best checkpoint")
     result = TrainingResult(
-        model_kind=config.model,
+        recipe=config.recipe,
         image_shape=data.image_shape,
         num_classes=data.num_classes,
+        class_names=data.class_names,
         data_fingerprint=data.fingerprint,
         epochs_completed=state.epochs_done,
         resumed_from=resumed_from,
@@ -88,15 +89,31 @@ def _discard_stale_outputs(paths: RunPaths) -> None:
 def _check_resumable(
     state: ResumeState, config: RunConfig, data: PreparedData, paths: RunPaths
 ) -> None:
-    saved = (state.model_kind, state.data_fingerprint, state.seed, state.batch_size)
-    requested = (config.model, data.fingerprint, config.seed, config.batch_size)
+    saved = {
+        "model": state.model_kind,
+        "optimizer": state.optimizer,
+        "learning_rate": state.learning_rate,
+        "data": state.data_fingerprint,
+        "seed": state.seed,
+        "batch_size": state.batch_size,
+    }
+    requested = {
+        "model": config.model,
+        "optimizer": config.optimizer,
+        "learning_rate": config.learning_rate,
+        "data": data.fingerprint,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+    }
     if saved != requested:
+        differing = [name for name in saved if saved[name] != requested[name]]
         raise RunStateError(
-            f"run {paths.name} has checkpoints of model {state.model_kind} on data "
-            f"{state.data_fingerprint} with seed {state.seed} and batch size {state.batch_size}, "
-            f"not {config.model} on {data.fingerprint} with seed {config.seed} and batch size "
-            f"{config.batch_size}; resume it with its own --model, --dataset, --seed and "
-            "--batch-size, or pass --fresh or another --run-name"
+            f"run {paths.name} has checkpoints of "
+            + ", ".join(f"{name} {saved[name]}" for name in differing)
+            + ", not "
+            + ", ".join(f"{name} {requested[name]}" for name in differing)
+            + "; resume it with its own --model, --optimizer, --learning-rate, --dataset, --seed "
+            "and --batch-size, or pass --fresh or another --run-name"
         )
 
 

@@ -121,7 +121,7 @@ def run(idx_dir: Path, artifacts: Path):
         run_name="unit",
     )
     root = ArtifactPaths.at(artifacts)
-    data = prepare_data(config.source, config.split, root)
+    data = prepare_data(config.source, config.preparation, root)
     paths = root.run("unit")
     return config, data, paths
 

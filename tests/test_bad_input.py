@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
-from trainflow.data.readers import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
+from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
 from trainflow.errors import DataSourceError
 
 
@@ -244,13 +244,13 @@ def test_debug_shows_the_traceback(tmp_path, artifacts, server_environment):
 
 def test_every_bad_data_case_is_a_data_source_error_in_process(tmp_path):
     from tasks.prepare_data import prepare_data
-    from trainflow.config import DataSource, SplitSpec
+    from trainflow.config import DataSource, PreparationSpec
     from trainflow.paths import ArtifactPaths
 
     for make_source in BAD_DATA:
         source, problem = make_source(tmp_path / make_source.__name__)
         with pytest.raises(DataSourceError, match=None) as raised:
             prepare_data(
-                DataSource.parse(source), SplitSpec(), ArtifactPaths.at(tmp_path / "artifacts")
+                DataSource.parse(source), PreparationSpec(), ArtifactPaths.at(tmp_path / "artifacts")
             )
         assert problem in str(raised.value), make_source.__name__

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import synthetic_images
-from trainflow.config import SplitSpec
+from trainflow.config import PreparationSpec
 from trainflow.data.prepared import read_split, write_split
-from trainflow.data.readers import RawSplit
+from trainflow.data.raw import RawSplit
 from trainflow.data.splitting import class_counts, split_dataset, stratified_split
 from trainflow.data.validation import normalise_split
 from trainflow.errors import DataSourceError
@@ -67,7 +67,7 @@ def test_stratified_split_is_deterministic_proportional_and_disjoint():
 
 def test_single_split_source_is_split_three_ways():
     images, labels = synthetic_images(400, seed=1)
-    splits = split_dataset({"all": raw(images, labels)}, SplitSpec(seed=1))
+    splits = split_dataset({"all": raw(images, labels)}, PreparationSpec(seed=1))
     assert {name: len(labels) for name, (_, labels) in splits.items()} == {
         "train": 280,
         "validation": 40,
@@ -78,7 +78,7 @@ def test_single_split_source_is_split_three_ways():
 def test_train_test_source_keeps_its_test_set():
     train, test = synthetic_images(300, seed=1), synthetic_images(100, seed=2)
     splits = split_dataset(
-        {"train": raw(*train), "test": raw(*test)}, SplitSpec(validation_fraction=0.2)
+        {"train": raw(*train), "test": raw(*test)}, PreparationSpec(validation_fraction=0.2)
     )
     assert {name: len(labels) for name, (_, labels) in splits.items()} == {
         "train": 240,
@@ -92,7 +92,7 @@ def test_a_class_missing_from_a_split_is_refused():
     images, labels = synthetic_images(400, seed=1)
     labels = np.where(labels == 7, 6, labels)
     with pytest.raises(DataSourceError, match="the train split has no examples of class 7"):
-        split_dataset({"all": raw(images, labels)}, SplitSpec())
+        split_dataset({"all": raw(images, labels)}, PreparationSpec())
 
 
 def test_parquet_split_round_trips_exactly(tmp_path):

@@ -23,8 +23,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from trainflow.config import DataSource, SplitSpec
-from trainflow.data.readers import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
+from trainflow.config import DataSource, PreparationSpec
+from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
 from trainflow.data.sources import locate_source_files, read_source
 from trainflow.data.splitting import split_dataset
 from trainflow.errors import DataSourceError
@@ -34,7 +34,7 @@ def read_and_split(source: str) -> None:
     """Read and validate like prepare_data: a clean result or a DataSourceError, nothing else."""
     parsed = DataSource.parse(source)
     try:
-        splits = split_dataset(read_source(parsed, locate_source_files(parsed)), SplitSpec())
+        splits = split_dataset(read_source(parsed, locate_source_files(parsed)), PreparationSpec())
     except DataSourceError as error:
         message = str(error)
         assert message, "a DataSourceError must say what is wrong"

@@ -202,7 +202,7 @@ def test_persist_refuses_non_finite_weights(run):
 
     config, data, paths = run
     training = train_model(config, data, paths)
-    model = build_model(training.model_kind, training.image_shape, training.num_classes)
+    model = build_model(training.recipe, training.image_shape, training.num_classes)
     model.set_weights([np.full_like(array, np.nan) for array in model.get_weights()])
     model.save_weights(training.best_checkpoint)
     changed = {"best_checkpoint_sha256": sha256_of_files([training.best_checkpoint])}

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.prepare_data import prepare_data
-from trainflow.config import DataSource, SplitSpec
+from trainflow.config import DataSource, PreparationSpec
 from trainflow.data.prepared import read_split
 from trainflow.errors import DataSourceError
 from trainflow.paths import ArtifactPaths
@@ -14,7 +14,7 @@ from trainflow.storage.digests import sha256_of_files
 
 
 def prepare(spec, artifacts, **split):
-    return prepare_data(DataSource.parse(spec), SplitSpec(**split), ArtifactPaths.at(artifacts))
+    return prepare_data(DataSource.parse(spec), PreparationSpec(**split), ArtifactPaths.at(artifacts))
 
 
 def test_prepare_writes_parquet_splits_and_a_manifest(idx_dir, artifacts):

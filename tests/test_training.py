@@ -90,7 +90,7 @@ def test_early_stopping_keeps_its_patience_across_a_resume(run, tmp_path):
     config = config.model_copy(
         update={"dataset": f"idx:{tmp_path / 'noise'}", "epochs": 30, "patience": 3}
     )
-    data = prepare_data(config.source, config.split, ArtifactPaths.at(config.artifacts))
+    data = prepare_data(config.source, config.preparation, ArtifactPaths.at(config.artifacts))
     uninterrupted = train_model(
         config, data, paths.model_copy(update={"run_dir": paths.run_dir.with_name("a")})
     )

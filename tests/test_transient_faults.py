@@ -19,7 +19,7 @@ from tasks.prepare_data import prepare_data, prepare_data_task
 from tasks.train_model import train_model
 from tests.conftest import synthetic_images
 from trainflow.checkpoints.store import load_latest_checkpoint
-from trainflow.config import DataSource, RunConfig, SplitSpec
+from trainflow.config import DataSource, PreparationSpec, RunConfig
 from trainflow.data.preparation import verified_prepared_data
 from trainflow.errors import DownloadError, RunStateError, UserInputError
 from trainflow.paths import ArtifactPaths
@@ -107,7 +107,7 @@ def test_a_damaged_run_record_is_an_error_naming_it_and_is_listed(tmp_path):
 
 
 def test_checking_prepared_data_deletes_nothing_and_damage_is_prepared_again(idx_dir, artifacts):
-    source, split = DataSource.parse(f"idx:{idx_dir}"), SplitSpec()
+    source, split = DataSource.parse(f"idx:{idx_dir}"), PreparationSpec()
     prepared = prepare_data(source, split, ArtifactPaths.at(artifacts))
     prepared.paths.manifest.write_text("{garbled")
     assert verified_prepared_data(prepared.paths) is None
@@ -118,7 +118,7 @@ def test_checking_prepared_data_deletes_nothing_and_damage_is_prepared_again(idx
 
 
 def test_an_io_error_reading_prepared_data_is_raised(idx_dir, artifacts, monkeypatch):
-    source, split = DataSource.parse(f"idx:{idx_dir}"), SplitSpec()
+    source, split = DataSource.parse(f"idx:{idx_dir}"), PreparationSpec()
     prepared = prepare_data(source, split, ArtifactPaths.at(artifacts))
     with monkeypatch.context() as patch:
         ReadFault(patch, prepared.paths.root)
@@ -161,7 +161,7 @@ def test_a_failed_download_is_retried_then_reported_in_one_line(
     @flow
     def prepare_mnist():
         return prepare_data_task(
-            DataSource.parse("mnist"), SplitSpec(), ArtifactPaths.at(artifacts)
+            DataSource.parse("mnist"), PreparationSpec(), ArtifactPaths.at(artifacts)
         )
 
     if succeeds:

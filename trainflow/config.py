@@ -8,12 +8,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ModelKind = Literal["mlp", "cnn"]
-SourceKind = Literal["mnist", "fashion_mnist", "idx", "npz", "parquet"]
+SourceKind = Literal["mnist", "fashion_mnist", "idx", "npz", "parquet", "images"]
+OptimizerName = Literal["adam", "sgd", "adamw", "rmsprop"]
 
 KERAS_SOURCES = ("mnist", "fashion_mnist")
-FILE_SOURCES = ("idx", "npz", "parquet")
-DATASET_HELP = "mnist, fashion_mnist, idx:DIR, npz:FILE or parquet:DIR"
+FILE_SOURCES = ("idx", "npz", "parquet", "images")
+DATASET_HELP = "mnist, fashion_mnist, idx:DIR, npz:FILE, parquet:DIR or images:DIR"
+BUILT_IN_MODELS = ("mlp", "cnn")
+MODEL_HELP = (
+    "mlp, cnn, or MODULE:FUNCTION, a function (input_shape, num_classes) -> keras.Model importable "
+    "from the working directory, PYTHONPATH or an installed package"
+)
+# `package.module:function`, as Python names them.
+BUILDER_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+IMAGE_SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
 
 # Run names become directory names: keep them to characters every file system accepts.
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -29,7 +37,7 @@ class DataSource(BaseModel):
 
     @classmethod
     def parse(cls, spec: str) -> DataSource:
-        """Parse `mnist`, `fashion_mnist`, `idx:DIR`, `npz:FILE` or `parquet:DIR`."""
+        """Parse `mnist`, `fashion_mnist`, `idx:DIR`, `npz:FILE`, `parquet:DIR` or `images:DIR`."""
         kind, separator, location = spec.partition(":")
         if kind in KERAS_SOURCES and not separator:
             return cls(kind=kind)
@@ -41,8 +49,33 @@ class DataSource(BaseModel):
         return self.kind if self.location is None else f"{self.kind}:{self.location}"
 
 
-class SplitSpec(BaseModel):
-    """How a source is split into train, validation and test sets (deterministic for a seed)."""
+class ModelRecipe(BaseModel):
+    """How the model is built and compiled: a built-in architecture or a builder function by
+    import path, and the optimizer trainflow compiles it with when the builder leaves it
+    uncompiled."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str = "mlp"
+    optimizer: OptimizerName = "adam"
+    learning_rate: float | None = None
+
+    @property
+    def is_built_in(self) -> bool:
+        return self.model in BUILT_IN_MODELS
+
+
+def parse_image_size(value: str) -> tuple[int, int]:
+    """`"64,48"` -> (64, 48): height and width in pixels."""
+    match = IMAGE_SIZE_PATTERN.match(value)
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise ValueError(f"image size {value!r} is not HEIGHT,WIDTH in pixels, such as 64,64")
+    return int(match[1]), int(match[2])
+
+
+class PreparationSpec(BaseModel):
+    """How a source becomes prepared data: its images resized (or not), its classes, and its split
+    into train, validation and test sets (deterministic for a seed)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -51,6 +84,13 @@ class SplitSpec(BaseModel):
     )
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = Field(42, ge=0, le=2**32 - 1)
+    image_size: tuple[int, int] | None = None
+    num_classes: int | None = None
+
+    def identity(self) -> dict:
+        """What identifies the preparation (with the source's bytes): the settings given. Unset
+        options are left out, so data prepared before they existed keeps its fingerprint."""
+        return self.model_dump(exclude_none=True)
 
 
 class RunConfig(BaseModel):
@@ -59,7 +99,29 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field("mnist", description=f"Data source: {DATASET_HELP}")
-    model: ModelKind = Field("mlp", description="Model architecture")
+    model: str = Field("mlp", description=f"The model: {MODEL_HELP}")
+    optimizer: OptimizerName = Field(
+        "adam", description="Optimizer for a model its builder leaves uncompiled"
+    )
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        description="Learning rate of that optimizer",
+        json_schema_extra={"default_help": "the optimizer's own"},
+    )
+    num_classes: int | None = Field(
+        None,
+        ge=2,
+        le=100_000,
+        description="Number of classes, for data in which a split lacks a class by design",
+        json_schema_extra={"default_help": "the largest label + 1"},
+    )
+    image_size: str | None = Field(
+        None,
+        description="Resize every image to HEIGHT,WIDTH (images: sources)",
+        json_schema_extra={"default_help": "keep the size; all images must have the same"},
+    )
     epochs: int = Field(5, ge=1, le=10_000, description="Maximum number of training epochs")
     batch_size: int = Field(32, ge=1, le=65_536, description="Training batch size")
     patience: int = Field(
@@ -120,6 +182,18 @@ class RunConfig(BaseModel):
         DataSource.parse(value)
         return value
 
+    @field_validator("model")
+    @classmethod
+    def _model_is_built_in_or_a_builder(cls, value: str) -> str:
+        if value not in BUILT_IN_MODELS and not BUILDER_PATTERN.match(value):
+            raise ValueError(f"model {value!r} is not one of {MODEL_HELP}")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size_is_height_comma_width(cls, value: str | None) -> str | None:
+        return None if value is None else "{},{}".format(*parse_image_size(value))
+
     @field_validator("run_name")
     @classmethod
     def _run_name_is_a_safe_directory_name(cls, value: str | None) -> str | None:
@@ -144,10 +218,19 @@ class RunConfig(BaseModel):
         return DataSource.parse(self.dataset)
 
     @property
-    def split(self) -> SplitSpec:
-        """The split parameters, which together with the source identify the prepared data."""
-        return SplitSpec(
+    def preparation(self) -> PreparationSpec:
+        """How the source is prepared, which together with the source identifies the data."""
+        return PreparationSpec(
             validation_fraction=self.validation_fraction,
             test_fraction=self.test_fraction,
             seed=self.seed,
+            image_size=None if self.image_size is None else parse_image_size(self.image_size),
+            num_classes=self.num_classes,
+        )
+
+    @property
+    def recipe(self) -> ModelRecipe:
+        """How the model is built and compiled."""
+        return ModelRecipe(
+            model=self.model, optimizer=self.optimizer, learning_rate=self.learning_rate
         )

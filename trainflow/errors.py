@@ -9,6 +9,11 @@ import logging
 import os
 
 
+def error_reason(error: BaseException) -> str:
+    """The first line of an exception's message (or its type), to quote in a one-line error."""
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 class UserInputError(Exception):
     """Bad input from the user: the message names the input and the fix."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from trainflow.checkpoints.state import ResumePoint
-from trainflow.config import ModelKind
+from trainflow.config import ModelRecipe
 from trainflow.paths import DataPaths
 from trainflow.reports.metrics import (
     ClassificationReport,
@@ -25,8 +25,9 @@ class PreparedData(BaseModel):
     fingerprint: str
     source: str
     source_sha256: str
-    image_shape: tuple[int, int]
+    image_shape: tuple[int, ...]
     num_classes: int
+    class_names: list[str]
     rows: dict[str, int]
     reused: bool
 
@@ -34,9 +35,10 @@ class PreparedData(BaseModel):
 class TrainingResult(BaseModel):
     """What training produced: numbers and paths, never Keras objects."""
 
-    model_kind: ModelKind
-    image_shape: tuple[int, int]
+    recipe: ModelRecipe
+    image_shape: tuple[int, ...]
     num_classes: int
+    class_names: list[str]
     data_fingerprint: str
     epochs_completed: int
     resumed_from: int | None

@@ -6,24 +6,29 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+# The name Keras gives the state variable of every `keras.random.SeedGenerator`.
+SEED_STATE_NAME = "seed_generator_state"
 
-def seed_generators(model: keras.Model) -> list[keras.random.SeedGenerator]:
-    """The random seed generators of the model's layers (dropout), whose state no Keras file keeps."""
-    return [layer.seed_generator for layer in model.layers if hasattr(layer, "seed_generator")]
+
+def seed_states(model: keras.Model) -> list[keras.Variable]:
+    """The states of every random seed generator in the model, however deeply its layer is nested
+    (Dropout, GaussianNoise, the Random* augmentation layers, inside sub-models or custom layers),
+    in the model's own variable order. No Keras file keeps them."""
+    return [variable for variable in model.variables if variable.name == SEED_STATE_NAME]
 
 
 def capture_random_state(model: keras.Model) -> list[list[int]]:
     """The seed generators' states, as plain integers."""
-    return [np.asarray(generator.state.value).tolist() for generator in seed_generators(model)]
+    return [np.asarray(state.value).tolist() for state in seed_states(model)]
 
 
-def restore_random_state(model: keras.Model, states: list[list[int]]) -> None:
+def restore_random_state(model: keras.Model, values: list[list[int]]) -> None:
     """Put back the seed generators' states captured by `capture_random_state`."""
-    generators = seed_generators(model)
-    if len(generators) != len(states):
-        raise ValueError(f"checkpoint has {len(states)} seed states, model {len(generators)}")
-    for generator, state in zip(generators, states):
-        generator.state.assign(np.asarray(state, dtype=generator.state.dtype))
+    states = seed_states(model)
+    if len(states) != len(values):
+        raise ValueError(f"checkpoint has {len(values)} seed states, model {len(states)}")
+    for state, value in zip(states, values):
+        state.assign(np.asarray(value, dtype=state.dtype))
 
 
 def capture_metrics_state(model: keras.Model) -> list:

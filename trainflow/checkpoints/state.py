@@ -35,7 +35,9 @@ class ResumeState(BaseModel):
     global_step: int = 0
     epochs_done: int = 0
     step_in_epoch: int = 0
-    model_kind: str
+    model_kind: str  # the model: a built-in name or a builder's MODULE:FUNCTION
+    optimizer: str = "adam"
+    learning_rate: float | None = None
     data_fingerprint: str
     seed: int
     batch_size: int

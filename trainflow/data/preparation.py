@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainflow.config import SplitSpec
+from trainflow.config import PreparationSpec
 from trainflow.data.prepared import write_split
 from trainflow.data.splitting import class_counts
-from trainflow.data.validation import NUM_CLASSES
 from trainflow.paths import PREPARED_SPLITS, DataPaths
 from trainflow.results import PreparedData
 from trainflow.storage.atomic import atomic_path, write_json
@@ -26,10 +25,14 @@ logger = logging.getLogger("trainflow.prepare_data")
 PREPARED_FORMAT_VERSION = 1
 
 
-def data_fingerprint(source_sha256: str, split: SplitSpec) -> str:
-    """Identify prepared data by the source's bytes and the split parameters."""
+def data_fingerprint(source_sha256: str, preparation: PreparationSpec) -> str:
+    """Identify prepared data by the source's bytes and how it was prepared."""
     key = json.dumps(
-        {"format": PREPARED_FORMAT_VERSION, "source": source_sha256, "split": split.model_dump()},
+        {
+            "format": PREPARED_FORMAT_VERSION,
+            "source": source_sha256,
+            "split": preparation.identity(),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -69,6 +72,10 @@ def prepared_from_manifest(paths: DataPaths, reused: bool) -> PreparedData:
         source_sha256=manifest["source_sha256"],
         image_shape=tuple(manifest["image_shape"]),
         num_classes=manifest["num_classes"],
+        # Data prepared before class names were recorded: the class numbers.
+        class_names=manifest.get(
+            "class_names", [str(label) for label in range(manifest["num_classes"])]
+        ),
         rows={name: entry["rows"] for name, entry in manifest["splits"].items()},
         reused=reused,
     )
@@ -80,7 +87,8 @@ def write_prepared_data(
     source: str,
     source_files: list[Path],
     source_sha256: str,
-    split: SplitSpec,
+    preparation: PreparationSpec,
+    class_names: list[str],
 ) -> PreparedData:
     """Write the split arrays as Parquet under `paths`, with the manifest that describes and
     verifies them, all at once: the directory appears complete or not at all (and replaces a
@@ -98,14 +106,15 @@ def write_prepared_data(
                 "source": source,
                 "source_files": [str(path) for path in source_files],
                 "source_sha256": source_sha256,
-                "split": split.model_dump(),
+                "split": preparation.model_dump(),
                 "image_shape": list(splits["train"][0].shape[1:]),
-                "num_classes": NUM_CLASSES,
+                "num_classes": len(class_names),
+                "class_names": class_names,
                 "splits": {
                     name: {
                         "file": staged.split(name).name,
                         "rows": len(labels),
-                        "class_counts": class_counts(labels),
+                        "class_counts": class_counts(labels, len(class_names)),
                         "sha256": sha256_of_files([staged.split(name)]),
                     }
                     for name, (_, labels) in splits.items()

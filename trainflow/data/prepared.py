@@ -9,28 +9,31 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trainflow.data.readers import (
+from trainflow.data.parquet import (
     IMAGE_COLUMN,
     IMAGE_SHAPE_METADATA_KEY,
     LABEL_COLUMN,
-    RawSplit,
     read_parquet_split,
 )
+from trainflow.data.raw import RawSplit
 
 
 def write_split(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write one split as Parquet: `image` (fixed-size list of float32 pixels) and `label` (int64)."""
-    height, width = images.shape[1:]
+    """Write one split as Parquet: `image` (fixed-size list of float32 pixels), `label` (int64),
+    and the image shape ("H,W" or "H,W,C") in the schema metadata."""
+    image_shape = images.shape[1:]
     pixels = pa.FixedSizeListArray.from_arrays(
-        pa.array(images.reshape(-1), type=pa.float32()), height * width
+        pa.array(images.reshape(-1), type=pa.float32()), int(np.prod(image_shape))
     )
     table = pa.table({IMAGE_COLUMN: pixels, LABEL_COLUMN: pa.array(labels, type=pa.int64())})
-    table = table.replace_schema_metadata({IMAGE_SHAPE_METADATA_KEY: f"{height},{width}"})
+    shape_text = ",".join(map(str, image_shape))
+    table = table.replace_schema_metadata({IMAGE_SHAPE_METADATA_KEY: shape_text})
     pq.write_table(table, path)
 
 
 def read_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split that `write_split` wrote, as float32 images (N, H, W) and int64 labels."""
+    """Read a split that `write_split` wrote, as float32 images (N, H, W) or (N, H, W, C) and int64
+    labels."""
     split = read_parquet_split(path)
     return split.images.astype(np.float32, copy=False), split.labels.astype(np.int64, copy=False)
 

@@ -1,7 +1,8 @@
-"""Where a dataset comes from: finding a source's files and reading them with the right reader.
+"""Where a dataset comes from: finding a source's files, the digest that identifies them, and
+reading them with the right reader.
 
 `keras.datasets` sources are downloaded (or taken from Keras's cache); file sources are read by
-`readers.py`.
+`idx.py`, `npz.py`, `parquet.py` and `images.py`.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainflow.config import DATASET_HELP, DataSource
-from trainflow.data.readers import (
-    IDX_FILE_PATTERN,
-    RawSplit,
-    read_idx_directory,
-    read_npz,
-    read_parquet_directory,
-)
+from trainflow.data.classes import class_names_file
+from trainflow.data.idx import IDX_FILE_PATTERN, read_idx_directory
+from trainflow.data.images import class_folders, image_files, read_image_directory
+from trainflow.data.npz import read_npz
+from trainflow.data.parquet import read_parquet_directory
+from trainflow.data.raw import RawSplit
 from trainflow.errors import DataSourceError, DownloadError
+from trainflow.storage.digests import sha256_of_files
 
 
 def locate_source_files(source: DataSource) -> list[Path]:
@@ -40,23 +41,58 @@ def locate_source_files(source: DataSource) -> list[Path]:
     if source.kind == "idx":
         files = sorted(path for path in location.iterdir() if IDX_FILE_PATTERN.match(path.name))
         expected = "IDX files named like t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz"
-    else:
+    elif source.kind == "parquet":
         files = sorted(location.glob("*.parquet"))
         expected = "train.parquet and test.parquet (optionally validation.parquet)"
+    else:
+        return _image_folder_files(location)
     if not files:
         raise DataSourceError(f"{source} holds no recognisable files; expected {expected}")
     return files
 
 
-def read_source(source: DataSource, files: list[Path]) -> dict[str, RawSplit]:
-    """Read the raw splits of `source` from `files` (as found by `locate_source_files`)."""
+def _image_folder_files(root: Path) -> list[Path]:
+    folders = class_folders(root)
+    if len(folders) < 2:
+        raise DataSourceError(
+            f"images:{root} has {len(folders)} class folders; expected one subfolder per class "
+            "(at least two) of PNG or JPEG files"
+        )
+    files = []
+    for folder in folders:
+        found = image_files(folder)
+        if not found:
+            raise DataSourceError(
+                f"{folder}: class folder without PNG or JPEG files; add its images or remove it"
+            )
+        files += found
+    return files
+
+
+def source_sha256(source: DataSource, files: list[Path]) -> str:
+    """The digest of a file source's bytes, and of its class names file if it has one. An image
+    folder's files count with their class folder, so that moving an image to another class changes
+    the digest."""
+    names_file = class_names_file(source)
+    extra = [names_file] if names_file is not None and names_file.is_file() else []
+    root = source.location if source.kind == "images" else None
+    return sha256_of_files([*files, *extra], root=root)
+
+
+def read_source(
+    source: DataSource, files: list[Path], image_size: tuple[int, int] | None = None
+) -> dict[str, RawSplit]:
+    """Read the raw splits of `source` from `files` (as found by `locate_source_files`); an image
+    folder's images are resized to `image_size` (height, width) if given."""
     if source.kind in ("mnist", "fashion_mnist"):
         return read_keras_dataset(source.kind)
     if source.kind == "idx":
         return read_idx_directory(files)
     if source.kind == "npz":
         return read_npz(files[0])
-    return read_parquet_directory(files)
+    if source.kind == "parquet":
+        return read_parquet_directory(files)
+    return read_image_directory(source.location, image_size)
 
 
 def read_keras_dataset(name: str) -> dict[str, RawSplit]:
@@ -69,7 +105,7 @@ def read_keras_dataset(name: str) -> dict[str, RawSplit]:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DownloadError(
             f"could not download {name} through keras.datasets ({reason}); without network, "
-            "use a local copy: --dataset idx:DIR, npz:FILE or parquet:DIR"
+            "use a local copy: --dataset idx:DIR, npz:FILE, parquet:DIR or images:DIR"
         ) from error
     origin = f"keras.datasets.{name}"
     return {

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainflow.config import SplitSpec
-from trainflow.data.readers import (
-    RawSplit,
-)
-from trainflow.data.validation import NUM_CLASSES, normalise_split
+from trainflow.config import PreparationSpec
+from trainflow.data.raw import RawSplit
+from trainflow.data.validation import normalise_split
 from trainflow.errors import DataSourceError
 
 
@@ -34,7 +32,7 @@ def stratified_split(
 
 
 def split_dataset(
-    raw: dict[str, RawSplit], spec: SplitSpec
+    raw: dict[str, RawSplit], spec: PreparationSpec
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Normalise the raw splits and produce train, validation and test sets.
 
@@ -58,17 +56,47 @@ def split_dataset(
         indices = stratified_split(labels, {"validation": spec.validation_fraction}, spec.seed)
         result = {name: (images[index], labels[index]) for name, index in indices.items()}
         result["test"] = normalised["test"]
-    for name, (_, labels) in result.items():
-        missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(labels).tolist()))
+    check_classes(result, spec, origins)
+    return result
+
+
+def number_of_classes(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]], spec: PreparationSpec
+) -> int:
+    """K, the number of classes: `spec.num_classes` if given, else the largest label + 1."""
+    if spec.num_classes is not None:
+        return spec.num_classes
+    return 1 + max(int(labels.max()) for _, labels in splits.values())
+
+
+def check_classes(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]], spec: PreparationSpec, origins: str
+) -> None:
+    """Labels are 0..K-1 with K >= 2, and, unless the number of classes was given (a class may
+    then be missing by design), every split has every class."""
+    count = number_of_classes(splits, spec)
+    largest = max(int(labels.max()) for _, labels in splits.values())
+    if largest >= count:
+        raise DataSourceError(
+            f"{origins}: labels go up to {largest}; --num-classes {count} allows 0..{count - 1}"
+        )
+    if count < 2:
+        raise DataSourceError(
+            f"{origins}: every label is 0; a classifier needs examples of two classes at least"
+        )
+    if spec.num_classes is not None:
+        return
+    for name, (_, labels) in splits.items():
+        missing = sorted(set(range(count)) - set(np.unique(labels).tolist()))
         if missing:
             raise DataSourceError(
                 f"{origins}: the {name} split has no examples of class "
                 f"{', '.join(map(str, missing))}; "
-                "every split needs every class (more data, or other split fractions)"
+                "every split needs every class (more data, or other split fractions), or pass "
+                f"--num-classes {count} if a class is missing by design"
             )
-    return result
 
 
-def class_counts(labels: np.ndarray) -> list[int]:
-    """Number of examples of each class 0..NUM_CLASSES-1."""
-    return np.bincount(labels, minlength=NUM_CLASSES).tolist()
+def class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
+    """Number of examples of each class 0..num_classes-1."""
+    return np.bincount(labels, minlength=num_classes).tolist()

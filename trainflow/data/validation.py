@@ -4,35 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainflow.data.readers import (
-    RawSplit,
-)
+from trainflow.data.raw import RawSplit
 from trainflow.errors import DataSourceError
 
-NUM_CLASSES = 10
-
-
 MAX_PIXEL_VALUE = 255
-
-
 # Integer and float dtypes by kind: numpy counts timedelta64 as an integer type.
 INTEGER_KINDS = "iu"
-
-
 FLOAT_KIND = "f"
 
 
 def normalise_split(split: RawSplit) -> tuple[np.ndarray, np.ndarray]:
-    """Check one split and return float32 images in [0, 1] of shape (N, H, W) and int64 labels.
+    """Check one split and return float32 images in [0, 1] of shape (N, H, W), or (N, H, W, C)
+    for C channels (one channel counts as none: (N, H, W)), and int64 labels 0 or more.
 
     Integer pixels must lie in 0..255 and are divided by 255; float pixels must already lie in [0, 1].
     """
     images, labels, origin = split.images, split.labels, split.origin
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
-    if images.ndim != 3:
+    if images.ndim not in (3, 4):
         raise DataSourceError(
-            f"{origin}: images have shape {images.shape}; expected (count, height, width)"
+            f"{origin}: images have shape {images.shape}; expected (count, height, width) or "
+            "(count, height, width, channels)"
         )
     if labels.ndim != 1:
         raise DataSourceError(f"{origin}: labels have shape {labels.shape}; expected (count,)")
@@ -42,8 +35,8 @@ def normalise_split(split: RawSplit) -> tuple[np.ndarray, np.ndarray]:
         raise DataSourceError(f"{origin}: no examples")
     if 0 in images.shape[1:]:
         raise DataSourceError(
-            f"{origin}: images have shape {images.shape}; an image needs a height and a width of "
-            "at least one pixel"
+            f"{origin}: images have shape {images.shape}; an image needs a height, a width (and "
+            "channels) of at least one pixel"
         )
     return _normalised_pixels(images, origin), _checked_labels(labels, origin)
 
@@ -72,8 +65,9 @@ def _checked_labels(labels: np.ndarray, origin: str) -> np.ndarray:
             raise DataSourceError(f"{origin}: labels must be whole numbers")
     elif labels.dtype.kind not in INTEGER_KINDS:
         raise DataSourceError(f"{origin}: labels have dtype {labels.dtype}; expected integers")
-    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+    if labels.min() < 0:
         raise DataSourceError(
-            f"{origin}: labels range {labels.min()}..{labels.max()}; expected 0..{NUM_CLASSES - 1}"
+            f"{origin}: labels range {labels.min()}..{labels.max()}; expected class numbers 0, 1, "
+            "2 and so on"
         )
     return labels.astype(np.int64)

@@ -6,11 +6,13 @@ import hashlib
 from pathlib import Path
 
 
-def sha256_of_files(paths: list[Path]) -> str:
-    """One sha256 over the names and contents of `paths`, in order."""
+def sha256_of_files(paths: list[Path], root: Path | None = None) -> str:
+    """One sha256 over the names and contents of `paths`, in order; the names are the paths
+    relative to `root` when it is given, else the file names."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(path.name.encode() + b"\0")
+        name = path.name if root is None else path.relative_to(root).as_posix()
+        digest.update(name.encode() + b"\0")
         with path.open("rb") as stream:
             while chunk := stream.read(1 << 20):
                 digest.update(chunk)

@@ -1,4 +1,5 @@
-"""The model architectures, built and compiled the same way wherever a model is needed."""
+"""Models, built and compiled the same way wherever a model is needed: the built-in `mlp` and
+`cnn`, or the user's builder function, named by import path (`MODULE:FUNCTION`)."""
 
 from __future__ import annotations
 
@@ -7,31 +8,74 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainflow.config import ModelKind
+from trainflow.config import ModelRecipe
 from trainflow.errors import UnsafeModelError, UserInputError
+from trainflow.training.builders import ModelBuilderError, call_builder, import_builder
 
 if TYPE_CHECKING:
     import keras
 
+# How close to 1 a probe's class probabilities must sum (float32 softmax).
+PROBABILITY_SUM_TOLERANCE = 1e-3
 
-def build_model(kind: ModelKind, image_shape: tuple[int, int], num_classes: int) -> keras.Model:
-    """Build and compile `mlp` or `cnn`, with its optimizer and metrics built so that saved state
+
+def build_model(
+    recipe: ModelRecipe | str, input_shape: tuple[int, ...], num_classes: int
+) -> keras.Model:
+    """Build the model of `recipe` (or of a model name, with the default optimizer), check it, and
+    compile it unless its builder did; with its optimizer and metrics built, so that saved state
     loads into them.
 
-    `mlp` is the classic Flatten -> Dense(128, relu) -> Dense(10, softmax); `cnn` is two
-    convolution/pooling blocks, dropout and a softmax layer.
+    `mlp` is the classic Flatten -> Dense(128, relu) -> Dense(num_classes, softmax); `cnn` is two
+    convolution/pooling blocks, dropout and a softmax layer. A builder's model must take
+    `input_shape` images and output `num_classes` class probabilities, and hold no `Lambda` layer.
     """
     import keras
 
-    if kind == "mlp":
+    recipe = recipe if isinstance(recipe, ModelRecipe) else ModelRecipe(model=recipe)
+    if recipe.is_built_in:
+        model = _built_in(recipe.model, input_shape, num_classes)
+    else:
+        model = call_builder(recipe.model, input_shape, num_classes)
+    _refuse_lambda_layers(model, recipe.model)
+    if not model.compiled:
+        optimizer_class = {
+            "adam": keras.optimizers.Adam,
+            "adamw": keras.optimizers.AdamW,
+            "sgd": keras.optimizers.SGD,
+            "rmsprop": keras.optimizers.RMSprop,
+        }[recipe.optimizer]
+        rate = {} if recipe.learning_rate is None else {"learning_rate": recipe.learning_rate}
+        model.compile(
+            optimizer=optimizer_class(**rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    # load_weights silently skips optimizer state unless the optimizer already has its variables,
+    # and a resumed epoch's metric sums can only be restored into metrics that exist: build both.
+    model.optimizer.build(model.trainable_variables)
+    probe = np.zeros((1, *input_shape), dtype=np.float32)
+    outputs = model(probe)
+    _check_outputs(keras.ops.convert_to_numpy(outputs), recipe.model, num_classes)
+    model.compute_metrics(probe, np.zeros(1, dtype=np.int64), outputs, sample_weight=None)
+    model.reset_metrics()
+    return model
+
+
+def _built_in(name: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    import keras
+
+    if name == "mlp":
         layers = [
             keras.layers.Flatten(),
             keras.layers.Dense(128, activation="relu"),
             keras.layers.Dense(num_classes, activation="softmax"),
         ]
-    elif kind == "cnn":
+    elif name == "cnn":
+        # Grayscale images come without a channel axis: give them one.
+        channels = [] if len(input_shape) == 3 else [keras.layers.Reshape((*input_shape, 1))]
         layers = [
-            keras.layers.Reshape((*image_shape, 1)),
+            *channels,
             keras.layers.Conv2D(32, 3, activation="relu"),
             keras.layers.MaxPooling2D(),
             keras.layers.Conv2D(64, 3, activation="relu"),
@@ -41,28 +85,70 @@ def build_model(kind: ModelKind, image_shape: tuple[int, int], num_classes: int)
             keras.layers.Dense(num_classes, activation="softmax"),
         ]
     else:
-        raise UserInputError(f"model {kind!r} is not one of mlp, cnn; choose --model mlp or cnn")
+        raise UserInputError(f"model {name!r} is not one of mlp, cnn; choose --model mlp or cnn")
     # Sequential, as in the textbook examples, so weights load into a model built there by hand.
-    model = keras.Sequential([keras.Input(shape=image_shape), *layers], name=kind)
-    model.compile(
-        optimizer=keras.optimizers.Adam(),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    # load_weights silently skips optimizer state unless the optimizer already has its variables,
-    # and a resumed epoch's metric sums can only be restored into metrics that exist: build both.
-    model.optimizer.build(model.trainable_variables)
-    probe = np.zeros((1, *image_shape), dtype=np.float32)
-    model.compute_metrics(probe, np.zeros(1, dtype=np.int64), model(probe), sample_weight=None)
-    model.reset_metrics()
-    return model
+    return keras.Sequential([keras.Input(shape=input_shape), *layers], name=name)
 
 
-def load_saved_model(path: Path) -> keras.Model:
-    """`keras.models.load_model(path, safe_mode=True)`, with a refused unsafe model (a `Lambda`
-    layer or other serialized Python code, which loading would run) as `UnsafeModelError`."""
+def _refuse_lambda_layers(model: keras.Model, name: str) -> None:
+    """Refuse a model with a `Lambda` layer anywhere: its saved file would hold Python code, which
+    loading in safe mode refuses, so the run could never be evaluated or reloaded."""
     import keras
 
+    lambdas = [layer.name for layer in _all_layers(model) if isinstance(layer, keras.layers.Lambda)]
+    if lambdas:
+        raise ModelBuilderError(
+            f"model {name} has Lambda layers ({', '.join(lambdas)}): their Python code cannot be "
+            "saved safely, and trainflow loads models in Keras's safe mode. Write the computation "
+            "as a layer class registered with @keras.saving.register_keras_serializable() instead"
+        )
+
+
+def _all_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """`layer` and every layer inside it, however nested: sub-models' layers and the layers a
+    custom layer holds as attributes."""
+    import keras
+
+    found: dict[int, keras.layers.Layer] = {}
+    pending = [layer]
+    while pending:
+        current = pending.pop()
+        if id(current) in found:
+            continue
+        found[id(current)] = current
+        children = list(getattr(current, "layers", []))
+        for value in vars(current).values():
+            values = value if isinstance(value, list | tuple) else [value]
+            children += [item for item in values if isinstance(item, keras.layers.Layer)]
+        pending += children
+    return list(found.values())
+
+
+def _check_outputs(outputs: np.ndarray, name: str, num_classes: int) -> None:
+    """A classifier's output: one row of `num_classes` probabilities per image."""
+    if outputs.ndim != 2 or outputs.shape[1] != num_classes:
+        raise ModelBuilderError(
+            f"model {name} outputs shape {tuple(outputs.shape)} for one image; expected "
+            f"(1, {num_classes}): one probability per class (end with Dense({num_classes}, "
+            "activation='softmax'))"
+        )
+    if (outputs < 0).any() or not np.allclose(
+        outputs.sum(axis=1), 1, atol=PROBABILITY_SUM_TOLERANCE
+    ):
+        raise ModelBuilderError(
+            f"model {name} outputs values that are not class probabilities (they do not sum to "
+            "1); end it with a softmax (activation='softmax')"
+        )
+
+
+def load_saved_model(path: Path, recipe: ModelRecipe | None = None) -> keras.Model:
+    """`keras.models.load_model(path, safe_mode=True)`, after importing the builder's module of
+    `recipe` (if any), which registers its custom layers; a refused unsafe model (a `Lambda` layer
+    or other serialized Python code, which loading would run) is `UnsafeModelError`."""
+    import keras
+
+    if recipe is not None and not recipe.is_built_in:
+        import_builder(recipe.model)
     try:
         return keras.models.load_model(path, safe_mode=True)
     except ValueError as error:

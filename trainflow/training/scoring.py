@@ -7,16 +7,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from trainflow.config import ModelRecipe
 from trainflow.data.prepared import read_split
 from trainflow.training.models import load_saved_model
 
 EVALUATION_BATCH_SIZE = 256
 
 
-def accuracy_on(model_path: Path, test_split: Path) -> float:
-    """Test accuracy of the saved `.keras` model at `model_path` on a prepared test split."""
+def accuracy_on(model_path: Path, test_split: Path, recipe: ModelRecipe | None = None) -> float:
+    """Test accuracy of the saved `.keras` model at `model_path` (built by `recipe`, whose builder
+    module registers its custom layers) on a prepared test split."""
     images, labels = read_split(test_split)
-    model = load_saved_model(model_path)
+    model = load_saved_model(model_path, recipe)
     _, probabilities = loss_and_probabilities(model, images, labels)
     return float((probabilities.argmax(axis=1) == labels).mean())
 

@@ -49,7 +49,7 @@ def fit_from(
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    model = build_model(config.model, data.image_shape, data.num_classes)
+    model = build_model(config.recipe, data.image_shape, data.num_classes)
     state = _starting_state(model, config, data, paths, state)
     images, labels = read_split(data.paths.split("train"))
     validation = read_split(data.paths.split("validation"))
@@ -57,7 +57,7 @@ def fit_from(
     paths.best_checkpoints_dir.mkdir(parents=True, exist_ok=True)
     # Resume checkpoints are written in a background thread, in the file layout that a throwaway
     # model of the same architecture shows.
-    layout_model = build_model(config.model, data.image_shape, data.num_classes)
+    layout_model = build_model(config.recipe, data.image_shape, data.num_classes)
     writer = CheckpointWriter(model, layout_model, paths.resume_dir, config.keep_checkpoints)
     try:
         while state.epochs_done < config.epochs and not state.stopped_early:
@@ -102,6 +102,8 @@ def _starting_state(
     if state is None:
         return ResumeState(
             model_kind=config.model,
+            optimizer=config.optimizer,
+            learning_rate=config.learning_rate,
             data_fingerprint=data.fingerprint,
             seed=config.seed,
             batch_size=config.batch_size,

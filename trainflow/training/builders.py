@@ -1,0 +1,61 @@
+"""The user's model builders: a function `FUNCTION(input_shape, num_classes) -> keras.Model` named
+by its import path `MODULE:FUNCTION`, found as `python -m` would find the module (the working
+directory first), on `PYTHONPATH`, or in an installed package."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from trainflow.errors import UserInputError, error_reason
+
+if TYPE_CHECKING:
+    import keras
+
+
+class ModelBuilderError(UserInputError):
+    """A model builder that cannot be imported or called, or whose model trainflow cannot train."""
+
+
+def import_builder(spec: str) -> Callable[..., keras.Model]:
+    """The function `MODULE:FUNCTION` names, its module imported (which also registers the custom
+    layers it defines, for loading saved models)."""
+    module_name, _, function_name = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m`: the working directory's modules first
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # any error of the user's module, ImportError or not
+        raise ModelBuilderError(
+            f"model builder {spec}: cannot import {module_name} ({type(error).__name__}: "
+            f"{error_reason(error)}); give MODULE:FUNCTION importable from the working directory, "
+            "PYTHONPATH or an installed package"
+        ) from error
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ModelBuilderError(
+            f"model builder {spec}: {module_name} has no function {function_name}"
+        )
+    return function
+
+
+def call_builder(spec: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """The model the builder `spec` returns for `input_shape` images and `num_classes` classes."""
+    import keras
+
+    builder = import_builder(spec)
+    try:
+        model = builder(input_shape, num_classes)
+    except Exception as error:
+        raise ModelBuilderError(
+            f"model builder {spec} raised {type(error).__name__} for input_shape={input_shape}, "
+            f"num_classes={num_classes}: {error_reason(error)}"
+        ) from error
+    if not isinstance(model, keras.Model):
+        raise ModelBuilderError(
+            f"model builder {spec} returned {type(model).__name__}, not a keras.Model"
+        )
+    return model
