@@ -1,23 +1,37 @@
 """Step-level, exact resume: a run SIGKILLed mid-epoch continues at the next batch and ends with
-the same weights and history, bit for bit, as a run that was never interrupted."""
+the same weights and history, bit for bit, as a run that was never interrupted.
+
+With deterministic training a restart from step 0 would end with the same weights too, so every
+test also checks the step the run resumed from and counts the steps the resumed process trained.
+"""
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 
+import keras
 import pytest
 
 from tasks.prepare_data import prepare_data
 from tasks.train_model import train_model
+from tests.checkpoints_on_disk import (
+    final_checkpoint,
+    interrupted_writes,
+    newest_complete_checkpoint,
+)
 from trainflow.checkpoints.compare import differing_arrays
-from trainflow.checkpoints.store import checkpoint_files, load_latest_checkpoint
+from trainflow.checkpoints.store import checkpoint_files
 from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths
+from trainflow.training.callbacks.faults import KILL_WITHOUT_FLUSH
+from trainflow.training.callbacks.monitoring import FirstResumedStep
 from trainflow.training.pipeline import epoch_order
 
 STEPS_PER_EPOCH = 9  # 280 training examples in batches of 32
+TOTAL_STEPS = 4 * STEPS_PER_EPOCH
 
 KILL_IN_SUBPROCESS = """
 import json, sys
@@ -27,8 +41,45 @@ from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths
 config = RunConfig.model_validate_json(sys.argv[1])
 root = ArtifactPaths.at(config.artifacts)
-train_model(config, prepare_data(config.source, config.split, root), root.run(config.run_name))
+train_model(config, prepare_data(config.source, config.preparation, root), root.run(config.run_name))
 """
+
+# The same, with the write of the checkpoint at the kill step held once its weights are in place,
+# before its manifest, for as long as the process lives; training goes on only once the write is
+# held. A kill that does not wait lands in the middle of that write every time (a polite one would
+# wait forever).
+KILL_DURING_CHECKPOINT_WRITE = (
+    """
+import json, sys, threading
+from trainflow.checkpoints import writer
+kill_step = json.loads(sys.argv[1])["kill_at_step"]
+held = threading.Event()
+write_manifest, commit = writer.write_json, writer.CheckpointWriter.commit
+def held_write_manifest(path, state):
+    if state["global_step"] == kill_step:
+        held.set()
+        threading.Event().wait()
+    write_manifest(path, state)
+def commit_until_held(self, state):
+    commit(self, state)
+    if state.global_step == kill_step:
+        held.wait()
+writer.write_json, writer.CheckpointWriter.commit = held_write_manifest, commit_until_held
+"""
+    + KILL_IN_SUBPROCESS
+)
+
+
+class StepsTrained(keras.callbacks.Callback):
+    """Counts the training steps run in this process: one per batch begun. (A batch-end hook would
+    make Keras run every batch-end hook on the training thread, unlike a real run.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        self.count += 1
 
 
 def deterministic_config(idx_dir, artifacts, model, run_name, **options):
@@ -47,8 +98,24 @@ def deterministic_config(idx_dir, artifacts, model, run_name, **options):
     )
 
 
-def final_weights(paths, result):
-    return checkpoint_files(paths.resume_dir, result.optimizer_iterations)[0]
+def kill_in_subprocess(config, script=KILL_IN_SUBPROCESS, environment=None):
+    """Train `config` in a new process (`environment`: variables to add), which its
+    `kill_at_step` must kill."""
+    completed = subprocess.run(
+        [sys.executable, "-c", script, config.model_dump_json()],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(environment or {})},
+    )
+    assert completed.returncode == -signal.SIGKILL, completed.stderr[-2000:]
+
+
+def train_counting_steps(config, data, paths):
+    """Train `config` in this process: the result, and the number of steps this process trained."""
+    steps = StepsTrained()
+    return train_model(config, data, paths, extra_callbacks=[steps]), steps.count
 
 
 def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
@@ -63,36 +130,31 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run_bitwise(
 ):
     root = ArtifactPaths.at(artifacts)
     reference_config = deterministic_config(idx_dir, artifacts, model, "reference")
-    data = prepare_data(reference_config.source, reference_config.split, root)
+    data = prepare_data(reference_config.source, reference_config.preparation, root)
     reference = train_model(reference_config, data, root.run("reference"))
 
     kill_step = 2 * STEPS_PER_EPOCH + 7  # epoch 3, batch 7; last checkpoint at global step 25
     killed_config = deterministic_config(
         idx_dir, artifacts, model, "killed", kill_at_step=kill_step
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", KILL_IN_SUBPROCESS, killed_config.model_dump_json()],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == -signal.SIGKILL, completed.stderr[-2000:]
+    kill_in_subprocess(killed_config)
     paths = root.run("killed")
-    checkpoint = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    checkpoint = newest_complete_checkpoint(paths.resume_dir)
     assert (checkpoint.global_step, checkpoint.epochs_done, checkpoint.step_in_epoch) == (25, 2, 7)
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="trainflow"):
-        resumed = train_model(killed_config, data, paths)
+        resumed, steps_trained = train_counting_steps(killed_config, data, paths)
     assert "epoch 3, step 7 of the epoch, global step 25" in caplog.text
-    assert caplog.text.count("First step after the resume done (global step 26)") == 1
+    assert caplog.text.count(FirstResumedStep.MESSAGE % 26) == 1
     assert "Epoch 2/4" not in caplog.text and "Epoch 3/4" in caplog.text
-    assert resumed.resumed_from == 2
-    assert resumed.optimizer_iterations == reference.optimizer_iterations == 4 * STEPS_PER_EPOCH
+    assert (resumed.resumed_from, resumed.resumed_from_step) == (2, 25)
+    assert steps_trained == TOTAL_STEPS - 25
+    assert resumed.optimizer_iterations == reference.optimizer_iterations == TOTAL_STEPS
     assert resumed.history == reference.history
     assert resumed.best_epoch == reference.best_epoch
-    reference_final = final_weights(root.run("reference"), reference)
-    assert differing_arrays(final_weights(paths, resumed), reference_final) == []
+    reference_final = final_checkpoint(root.run("reference"))
+    assert differing_arrays(final_checkpoint(paths), reference_final) == []
     assert differing_arrays(resumed.best_checkpoint, reference.best_checkpoint) == []
 
 
@@ -101,18 +163,47 @@ def test_interrupted_epoch_is_not_retrained_from_its_start(idx_dir, artifacts):
     are never redone."""
     root = ArtifactPaths.at(artifacts)
     config = deterministic_config(idx_dir, artifacts, "mlp", "steps", kill_at_step=12)
-    data = prepare_data(config.source, config.split, root)
-    completed = subprocess.run(
-        [sys.executable, "-c", KILL_IN_SUBPROCESS, config.model_dump_json()],
-        capture_output=True,
-        timeout=300,
-    )
-    assert completed.returncode == -signal.SIGKILL
+    data = prepare_data(config.source, config.preparation, root)
+    kill_in_subprocess(config)
     paths = root.run("steps")
     marker = json.loads(paths.kill_marker(12).read_text())
     assert marker["killed_at_step"] == 12
-    before = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    before = newest_complete_checkpoint(paths.resume_dir)
     assert before.global_step == 10  # checkpoint_every=5; the kill came 2 steps later
-    result = train_model(config, data, paths)
-    trained_steps = result.optimizer_iterations - before.global_step
-    assert trained_steps == 4 * STEPS_PER_EPOCH - 10
+    result, steps_trained = train_counting_steps(config, data, paths)
+    assert result.resumed_from_step == 10
+    assert steps_trained == TOTAL_STEPS - 10
+
+
+def test_kill_during_a_checkpoint_write_resumes_from_the_newest_complete_checkpoint(
+    idx_dir, artifacts, caplog
+):
+    """A crash does not wait for the checkpoint being written in the background: killed after the
+    weights of step 25's checkpoint and before its manifest, the run resumes from step 20, the
+    newest checkpoint complete on disk, sets the orphaned weights aside, and still ends bit for
+    bit where the uninterrupted run does."""
+    root = ArtifactPaths.at(artifacts)
+    reference_config = deterministic_config(idx_dir, artifacts, "mlp", "reference")
+    data = prepare_data(reference_config.source, reference_config.preparation, root)
+    reference = train_model(reference_config, data, root.run("reference"))
+
+    kill_step = 25  # a step checkpoint's, so that its write is in flight at the kill
+    config = deterministic_config(idx_dir, artifacts, "mlp", "crashed", kill_at_step=kill_step)
+    kill_in_subprocess(config, KILL_DURING_CHECKPOINT_WRITE, {KILL_WITHOUT_FLUSH: "1"})
+    paths = root.run("crashed")
+    half_written, _ = checkpoint_files(paths.resume_dir, kill_step)
+    assert interrupted_writes(paths.resume_dir) == [half_written.name]
+    complete = newest_complete_checkpoint(paths.resume_dir)
+    assert complete.global_step == kill_step - config.checkpoint_every
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="trainflow"):
+        resumed, steps_trained = train_counting_steps(config, data, paths)
+    assert resumed.resumed_from_step == complete.global_step
+    assert caplog.text.count(FirstResumedStep.MESSAGE % (complete.global_step + 1)) == 1
+    assert steps_trained == TOTAL_STEPS - complete.global_step
+    assert (paths.quarantine_dir / half_written.name).is_file()
+    assert resumed.history == reference.history
+    reference_final = final_checkpoint(root.run("reference"))
+    assert differing_arrays(final_checkpoint(paths), reference_final) == []
+    assert differing_arrays(resumed.best_checkpoint, reference.best_checkpoint) == []

@@ -32,6 +32,7 @@ from trainflow.training.callbacks.resume import (
 )
 from trainflow.training.models import build_model
 from trainflow.training.pipeline import steps_per_epoch, training_batches
+from trainflow.training.seeding import private_default_seeds
 
 logger = logging.getLogger("trainflow.train")
 
@@ -49,7 +50,8 @@ def fit_from(
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    model = build_model(config.recipe, data.image_shape, data.num_classes)
+    with private_default_seeds(config.seed):
+        model = build_model(config.recipe, data.image_shape, data.num_classes)
     state = _starting_state(model, config, data, paths, state)
     images, labels = read_split(data.paths.split("train"))
     validation = read_split(data.paths.split("validation"))

@@ -34,22 +34,36 @@ class FailAfterEpoch(keras.callbacks.Callback):
             raise InjectedFailure(f"injected failure after epoch {self.epoch} (--fail-at-epoch)")
 
 
+# In a process's environment (any value), this makes `--kill-at-step` kill as a crash would:
+# without waiting for the checkpoint write in flight. Tests and the recovery benchmark set it; the
+# demo does not (its polite kill shows the checkpoints committed up to the step in use).
+KILL_WITHOUT_FLUSH = "TRAINFLOW_KILL_WITHOUT_FLUSH"
+
+
 class KillAtStep(keras.callbacks.Callback):
-    """SIGKILL this process right after global step `step`, once the checkpoints committed up to
-    it are on disk, and only once per run: a marker file records that it happened, so the resumed
-    run, which may train that step again, goes on. (Kills in the middle of a checkpoint write are
-    the crash harness's: tests/test_crash_anywhere.py.)"""
+    """SIGKILL this process right after global step `step`, and only once per run: a marker file
+    records that it happened, so the resumed run, which may train that step again, goes on.
+
+    The kill is polite unless KILL_WITHOUT_FLUSH is set: it waits for `writer` first, so that the
+    checkpoints committed up to the step are on disk. With it set the process dies at once, maybe
+    in the middle of a background checkpoint write, whose files the rerun then sets aside. (Kills
+    at any moment of a run are the crash harness's: tests/test_crash_anywhere.py.)"""
 
     def __init__(self, step: int, marker: Path, writer: CheckpointWriter) -> None:
         super().__init__()
         self.step = step
         self.marker = marker
         self.writer = writer
+        self.flush = KILL_WITHOUT_FLUSH not in os.environ
 
     def on_train_batch_begin(self, batch: int, logs=None) -> None:
         # Before the next step: after `StepCheckpoint` has committed the finished ones.
         if int(self.model.optimizer.iterations.numpy()) == self.step and not self.marker.exists():
-            self.writer.flush()
+            if self.flush:
+                self.writer.flush()
             write_json(self.marker, {"killed_at_step": self.step, "pid": os.getpid()})
-            logger.warning("Killing the training process at step %d (--kill-at-step)", self.step)
+            how = "" if self.flush else f", {KILL_WITHOUT_FLUSH}: checkpoint writes not waited for"
+            logger.warning(
+                "Killing the training process at step %d (--kill-at-step%s)", self.step, how
+            )
             os.kill(os.getpid(), signal.SIGKILL)
