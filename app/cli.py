@@ -14,7 +14,7 @@ from pathlib import Path
 from app import commands
 from app.commands import EXIT_RUN_FAILED, EXIT_USER_ERROR
 from app.options import add_config_options
-from trainflow.config import RunConfig
+from trainflow.config import DEFAULT_TOLERANCE, RunConfig
 
 DEMO_CHECKPOINT_EVERY = 25
 # Options of `trainflow run` that the crash demo sets itself.
@@ -41,6 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(run, RunConfig.model_fields)
     run.add_argument(
         "--json", action="store_true", help="print one JSON summary on stdout (logs go to stderr)"
+    )
+
+    retrain = subcommands.add_parser(
+        "retrain",
+        parents=[common],
+        help="train a challenger and promote it if it is at least as good as the champion",
+        description="The nightly retraining flow, run here: train a new model (as `trainflow "
+        "run`), register it in the model registry, and make it the champion when its test "
+        "accuracy is at least the champion's minus --tolerance, both measured on its test data.",
+    )
+    add_config_options(retrain, RunConfig.model_fields)
+    retrain.add_argument(
+        "--tolerance",
+        type=fraction,
+        default=DEFAULT_TOLERANCE,
+        metavar="T",
+        help=f"accuracy the challenger may lose against the champion (default: {DEFAULT_TOLERANCE})",
+    )
+    retrain.add_argument(
+        "--json", action="store_true", help="print the decision as JSON on stdout (logs on stderr)"
     )
 
     demo = subcommands.add_parser(
@@ -131,8 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fraction(text: str) -> float:
+    """An option's value between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1")
+    return value
+
+
 SUBCOMMANDS = {
     "run": commands.run_command,
+    "retrain": commands.retrain_command,
     "demo-crash": commands.demo_crash_command,
     "evaluate": commands.evaluate_command,
     "stack": commands.stack_command,

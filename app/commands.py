@@ -12,7 +12,9 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from app.options import config_from_arguments
 
@@ -21,9 +23,42 @@ EXIT_RUN_FAILED = 1
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """`trainflow run`: the training flow, and its summary."""
+    from flows.training import training_flow
+
+    summary = _flow_with_server(args, training_flow)
+    if summary is None:
+        return EXIT_USER_ERROR
+    if args.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def retrain_command(args: argparse.Namespace) -> int:
+    """`trainflow retrain`: the champion/challenger flow, and its decision."""
+    from flows.retraining import retraining_flow
+
+    decision = _flow_with_server(
+        args, lambda config: retraining_flow(config, tolerance=args.tolerance)
+    )
+    if decision is None:
+        return EXIT_USER_ERROR
+    if args.json:
+        print(decision.model_dump_json(indent=2))
+    else:
+        verdict = "promoted to champion" if decision.promoted else "not promoted"
+        print(f"Run {decision.run_name} {verdict}: {decision.reason}")
+    return 0
+
+
+def _flow_with_server(args: argparse.Namespace, run_flow: Callable[[Any], Any]) -> Any:
+    """Run `run_flow(config)` for the config the options give (None after printing what is wrong
+    with them), against PREFECT_API_URL or a local server of its own."""
     config = config_from_arguments(args)
     if config is None:
-        return EXIT_USER_ERROR
+        return None
     from trainflow.data.sources import locate_source_files
 
     locate_source_files(config.source)  # a missing path fails here, before any server starts
@@ -36,35 +71,34 @@ def run_command(args: argparse.Namespace) -> int:
         # At exit, after Prefect's own exit handlers (registered later, run earlier) have sent
         # the last logs and events to it.
         atexit.register(server.stop)
-    from flows.training import training_flow
+    from trainflow.training.builders import check_builder
 
+    check_builder(config.model)  # a builder that cannot be imported fails before any work
     if not args.debug:
         from trainflow.errors import hide_user_error_tracebacks
 
         hide_user_error_tracebacks()  # Prefect logs a failed task's traceback to the console
     if server is not None:
         server.wait_until_healthy()
-    # Libraries print to stdout; with --json, stdout carries the summary and nothing else.
-    output = sys.stderr if args.json else sys.stdout
-    with contextlib.redirect_stdout(output):
-        summary = training_flow(config)
-    if args.json:
-        print(summary.model_dump_json(indent=2))
-    else:
-        resumed = (
-            "" if summary.resumed_from is None else f", resumed after epoch {summary.resumed_from}"
-        )
-        rows = [
-            ("run", summary.run_name),
-            ("epochs", f"{summary.epochs_completed} (best {summary.best_epoch}{resumed})"),
-            ("test accuracy", f"{summary.test_accuracy:.4f}"),
-            ("test loss", f"{summary.test_loss:.4f}"),
-            ("macro F1", f"{summary.macro_f1:.4f}"),
-            ("model", str(summary.model_path)),
-            ("report", str(summary.reports_dir)),
-        ]
-        _print_table(("", ""), rows)
-    return 0
+    # Libraries print to stdout; with --json, stdout carries the result and nothing else.
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        return run_flow(config)
+
+
+def _print_summary(summary: Any) -> None:
+    resumed = (
+        "" if summary.resumed_from is None else f", resumed after epoch {summary.resumed_from}"
+    )
+    rows = [
+        ("run", summary.run_name),
+        ("epochs", f"{summary.epochs_completed} (best {summary.best_epoch}{resumed})"),
+        ("test accuracy", f"{summary.test_accuracy:.4f}"),
+        ("test loss", f"{summary.test_loss:.4f}"),
+        ("macro F1", f"{summary.macro_f1:.4f}"),
+        ("model", str(summary.model_path)),
+        ("report", str(summary.reports_dir)),
+    ]
+    _print_table(("", ""), rows)
 
 
 def demo_crash_command(args: argparse.Namespace) -> int:

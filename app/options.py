@@ -21,7 +21,13 @@ from pydantic.fields import FieldInfo
 from trainflow.config import RunConfig
 
 # Metavars of the options whose type does not say what they take.
-METAVARS = {"dataset": "SOURCE", "run_name": "NAME", "artifacts": "DIR"}
+METAVARS = {
+    "dataset": "SOURCE",
+    "model": "MODEL",
+    "image_size": "H,W",
+    "run_name": "NAME",
+    "artifacts": "DIR",
+}
 
 
 def option_name(field: str) -> str:

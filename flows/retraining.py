@@ -9,10 +9,8 @@ from pydantic import Field
 
 from flows.training import training_flow
 from tasks.promote_challenger import promote_challenger_task
-from trainflow.config import RunConfig
+from trainflow.config import DEFAULT_TOLERANCE, RunConfig
 from trainflow.results import PromotionDecision
-
-DEFAULT_TOLERANCE = 0.005
 
 
 @flow(name="trainflow-retrain")

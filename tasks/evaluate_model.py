@@ -65,7 +65,7 @@ def _evaluate(
             f"{persisted.keras_model} and {persisted.weights} give different results on the test "
             f"set (loss {loaded_loss} vs {rebuilt_loss}); persist the model again"
         )
-    report = classification_report(labels, loaded_predictions, training.num_classes)
+    report = classification_report(labels, loaded_predictions, training.class_names)
     write_report_tables(report, paths.per_class_table, paths.confusion_table)
     write_predictions(paths.predictions_table, labels, probabilities)
     evaluation = Evaluation(

@@ -29,6 +29,8 @@ def finish_run(
         evaluation_path=evaluation.path,
         reports_dir=report.learning_curves.parent,
         data_fingerprint=training.data_fingerprint,
+        model=training.recipe.model,
+        class_names=training.class_names,
         test_accuracy=evaluation.accuracy,
         test_loss=evaluation.loss,
         macro_f1=evaluation.report.macro_f1,

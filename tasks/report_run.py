@@ -64,7 +64,9 @@ def _draw(
         ],
         report.learning_curves,
     )
-    plots.confusion_heatmap(evaluation.report.confusion_matrix, report.confusion_matrix)
+    plots.confusion_heatmap(
+        evaluation.report.confusion_matrix, training.class_names, report.confusion_matrix
+    )
     images, _ = read_split(data.paths.split("test"))
     predictions = pq.read_table(evaluation.predictions).to_pydict()
     plots.confident_mistakes(
@@ -73,6 +75,7 @@ def _draw(
             pa.array(predictions[column]).to_numpy()
             for column in ("label", "predicted", "confidence")
         ),
+        training.class_names,
         report.confident_mistakes,
     )
 

@@ -12,7 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
+from examples.datasets import write_rgb_image_folder
 from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
 from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
 from trainflow.errors import DataSourceError
@@ -51,8 +53,39 @@ def wrong_dimensions(directory: Path) -> tuple[str, str]:
 
 def labels_out_of_range(directory: Path) -> tuple[str, str]:
     images, labels = synthetic_images(100, seed=1)
+    labels = labels.astype(np.int8)
+    labels[3] = -1
+    return _npz(directory, x_train=images, y_train=labels, x_test=images, y_test=labels), (
+        "labels range -1..9"
+    )
+
+
+def labels_beyond_the_number_of_classes(directory: Path) -> tuple[str, str, str, str]:
+    images, labels = synthetic_images(100, seed=1)
     labels[3] = 12
-    return _idx(directory, images, labels), "labels range 0..12"
+    return (
+        _idx(directory, images, labels),
+        "labels go up to 12; --num-classes 10 allows 0..9",
+        ("--num-classes"),
+        "10",
+    )
+
+
+def _image_folder(directory: Path) -> str:
+    write_rgb_image_folder(directory, per_class=6)
+    return f"images:{directory}"
+
+
+def unreadable_image_in_a_class_folder(directory: Path) -> tuple[str, str]:
+    source = _image_folder(directory)
+    (directory / "green" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    return source, "broken.png: not a readable PNG or JPEG image"
+
+
+def images_of_mixed_sizes(directory: Path) -> tuple[str, str]:
+    source = _image_folder(directory)
+    Image.new("RGB", (20, 16)).save(directory / "red" / "larger.png")
+    return source, "images have different sizes (blue/blue-000.png is 12x12, red/larger.png is"
 
 
 def zero_size_images(directory: Path) -> tuple[str, str]:
@@ -183,6 +216,9 @@ BAD_DATA = [
     counts_differ,
     wrong_dimensions,
     labels_out_of_range,
+    labels_beyond_the_number_of_classes,
+    unreadable_image_in_a_class_folder,
+    images_of_mixed_sizes,
     zero_size_images,
     nan_pixels,
     empty_dataset,
@@ -225,8 +261,8 @@ def _trainflow_run(source: str, artifacts: Path, environment: dict, *options: st
 def test_bad_data_is_one_line_naming_the_file_and_exit_2(
     make_source, tmp_path, artifacts, server_environment
 ):
-    source, problem = make_source(tmp_path / "source")
-    completed = _trainflow_run(source, artifacts, server_environment)
+    source, problem, *options = make_source(tmp_path / "source")
+    completed = _trainflow_run(source, artifacts, server_environment, *options)
     assert completed.returncode == 2, completed.stderr
     last_line = completed.stderr.strip().splitlines()[-1]
     assert last_line.startswith("trainflow: error: ")
@@ -248,9 +284,10 @@ def test_every_bad_data_case_is_a_data_source_error_in_process(tmp_path):
     from trainflow.paths import ArtifactPaths
 
     for make_source in BAD_DATA:
-        source, problem = make_source(tmp_path / make_source.__name__)
+        source, problem, *options = make_source(tmp_path / make_source.__name__)
+        preparation = PreparationSpec(num_classes=int(options[1]) if options else None)
         with pytest.raises(DataSourceError, match=None) as raised:
             prepare_data(
-                DataSource.parse(source), PreparationSpec(), ArtifactPaths.at(tmp_path / "artifacts")
+                DataSource.parse(source), preparation, ArtifactPaths.at(tmp_path / "artifacts")
             )
         assert problem in str(raised.value), make_source.__name__

@@ -88,9 +88,10 @@ def test_resuming_with_another_model_names_the_checkpoints_settings(
     completed = trainflow(
         *command, "--model", "cnn", env=server_environment, check_status=EXIT_USER_ERROR
     )
-    line = assert_one_line_error(completed, "run interrupted has checkpoints of model mlp on data ")
-    assert "with seed 42 and batch size 32, not cnn on " in line
-    assert "resume it with its own --model, --dataset, --seed and --batch-size" in line
+    line = assert_one_line_error(
+        completed, "run interrupted has checkpoints of model mlp, not model cnn; "
+    )
+    assert "resume it with its own --model, --optimizer, --learning-rate, --dataset" in line
     assert line.endswith("or pass --fresh or another --run-name")
     assert committed_checkpoints(run_dir) == checkpoints
 

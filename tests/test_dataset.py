@@ -5,7 +5,12 @@ from tests.conftest import synthetic_images
 from trainflow.config import PreparationSpec
 from trainflow.data.prepared import read_split, write_split
 from trainflow.data.raw import RawSplit
-from trainflow.data.splitting import class_counts, split_dataset, stratified_split
+from trainflow.data.splitting import (
+    class_counts,
+    number_of_classes,
+    split_dataset,
+    stratified_split,
+)
 from trainflow.data.validation import normalise_split
 from trainflow.errors import DataSourceError
 
@@ -26,7 +31,6 @@ def test_integer_pixels_are_scaled_to_unit_range():
         (np.zeros((3, 4, 4), np.uint8), [1, 2], "3 images but 2 labels"),
         (np.zeros((2, 16), np.uint8), [1, 2], "expected \\(count, height, width\\)"),
         (np.zeros((0, 4, 4), np.uint8), np.zeros(0, np.int64), "no examples"),
-        (np.zeros((2, 4, 4), np.uint8), [1, 10], "labels range 1..10"),
         (np.zeros((2, 4, 4), np.uint8), [-1, 2], "labels range -1..2"),
         (np.full((2, 4, 4), np.nan, np.float32), [1, 2], "NaN or infinite"),
         (np.full((2, 4, 4), np.inf, np.float32), [1, 2], "NaN or infinite"),
@@ -101,4 +105,35 @@ def test_parquet_split_round_trips_exactly(tmp_path):
     read_images, read_labels = read_split(tmp_path / "train.parquet")
     np.testing.assert_array_equal(read_images, images)
     np.testing.assert_array_equal(read_labels, labels)
-    assert class_counts(read_labels) == [3] * 10
+    assert class_counts(read_labels, 10) == [3] * 10
+
+
+def labelled(labels: list[int], shape: tuple[int, ...] = (4, 4)) -> dict:
+    return {"all": raw(np.zeros((len(labels), *shape), np.uint8), labels)}
+
+
+def test_any_number_of_classes_and_channels_is_split_by_class():
+    labels = np.repeat(np.arange(37), 10)
+    splits = split_dataset(labelled(labels.tolist(), (8, 8, 3)), PreparationSpec())
+    assert number_of_classes(splits, PreparationSpec()) == 37
+    for images, split_labels in splits.values():
+        assert images.shape[1:] == (8, 8, 3)
+        assert sorted(set(split_labels.tolist())) == list(range(37))
+
+
+def test_a_class_missing_from_a_split_names_the_option_that_allows_it():
+    labels = [0] * 20 + [2] * 20  # class 1 has no examples at all
+    with pytest.raises(DataSourceError, match="no examples of class 1; .* --num-classes 3 if"):
+        split_dataset(labelled(labels), PreparationSpec())
+    splits = split_dataset(labelled(labels), PreparationSpec(num_classes=3))
+    assert number_of_classes(splits, PreparationSpec(num_classes=3)) == 3
+
+
+def test_labels_beyond_the_given_number_of_classes_are_refused():
+    with pytest.raises(DataSourceError, match="labels go up to 4; --num-classes 3 allows 0..2"):
+        split_dataset(labelled([0, 1, 2, 4] * 10), PreparationSpec(num_classes=3))
+
+
+def test_a_single_class_is_not_a_classification_problem():
+    with pytest.raises(DataSourceError, match="every label is 0; a classifier needs"):
+        split_dataset(labelled([0] * 30), PreparationSpec())

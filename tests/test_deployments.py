@@ -18,6 +18,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from examples.datasets import write_rgb_image_folder
 from tests.conftest import (
     REPO_ROOT,
     STEPS_PER_EPOCH,
@@ -123,6 +124,25 @@ def test_deployment_run_trains_and_writes_the_files(stack, idx_dir, artifacts):
     (run_dir,) = (artifacts / "runs").iterdir()
     for name in ("model/model.keras", "model/model.weights.h5", "evaluation.json"):
         assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+
+
+def test_a_deployment_run_trains_your_model_on_your_image_folder(stack, tmp_path, artifacts):
+    """The worker imports the builder from the project directory, as `trainflow run` does."""
+    folder = write_rgb_image_folder(tmp_path / "colours", per_class=20)
+    config = {
+        "model": "examples.small_convnet:build_model",
+        "dataset": f"images:{folder}",
+        "epochs": 2,
+        "artifacts": str(artifacts),
+    }
+    completed = deployment_run(stack, "trainflow/train", "config=" + json.dumps(config))
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    (run_dir,) = (artifacts / "runs").iterdir()
+    training = json.loads((run_dir / "training.json").read_text())
+    assert training["recipe"]["model"] == "examples.small_convnet:build_model"
+    assert training["image_shape"] == [12, 12, 3]
+    assert training["class_names"] == ["blue", "green", "red"]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
 
 

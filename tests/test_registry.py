@@ -24,6 +24,8 @@ def summary(run_name: str, accuracy: float) -> RunSummary:
         evaluation_path=run_dir / "evaluation.json",
         reports_dir=run_dir / "reports",
         data_fingerprint="same-test-data",
+        model="mlp",
+        class_names=[str(label) for label in range(10)],
         test_accuracy=accuracy,
         test_loss=0.1,
         macro_f1=accuracy,

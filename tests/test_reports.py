@@ -73,12 +73,13 @@ def finished_run(run):
 def test_classification_report_by_hand():
     labels = np.array([0, 0, 1, 1, 2])
     predicted = np.array([0, 1, 1, 1, 1])
-    report = classification_report(labels, predicted, 3)
+    report = classification_report(labels, predicted, ["cat", "dog", "fox"])
     assert report.confusion_matrix == [[1, 1, 0], [0, 2, 0], [0, 1, 0]]
     assert [round(item.precision, 4) for item in report.per_class] == [1.0, 0.5, 0.0]
     assert [item.recall for item in report.per_class] == [0.5, 1.0, 0.0]
     assert [round(item.f1, 4) for item in report.per_class] == [0.6667, 0.6667, 0.0]
     assert [item.support for item in report.per_class] == [2, 2, 1]
+    assert [item.name for item in report.per_class] == ["cat", "dog", "fox"]
     assert round(report.macro_f1, 4) == 0.4444
 
 

@@ -243,16 +243,29 @@ def parquet_table(images=None, labels=None, image_shape: bytes | None = None) ->
 
 
 @pytest.mark.parametrize(
-    "image_shape", [b"a,b", b"28x28", b"28", b"1,2,3", b"", b"\xff\xfe", b"-28,-28", b"0,0"]
+    "image_shape", [b"a,b", b"28x28", b"28", b"1,2,3,4", b"", b"\xff\xfe", b"-28,-28", b"0,0"]
 )
-def test_parquet_image_shape_metadata_must_be_two_positive_integers(tmp_path, image_shape):
+def test_parquet_image_shape_metadata_must_be_two_or_three_positive_integers(tmp_path, image_shape):
     source = write_parquet_splits(tmp_path, parquet_table(image_shape=image_shape))
     with pytest.raises(DataSourceError) as raised:
         read(source)
     assert str(raised.value).startswith(
         f"{tmp_path / 'train.parquet'}: schema metadata trainflow.image_shape is "
     )
-    assert "expected 'HEIGHT,WIDTH', two positive integers" in str(raised.value)
+    assert "expected 'HEIGHT,WIDTH' or 'HEIGHT,WIDTH,CHANNELS', positive integers" in str(
+        raised.value
+    )
+
+
+def test_parquet_image_shape_metadata_may_name_channels(tmp_path):
+    source = write_parquet_splits(tmp_path, parquet_table(image_shape=b"14,14,4"))
+    assert read(source)["train"].images.shape == (100, 14, 14, 4)
+
+
+def test_parquet_image_shape_metadata_must_fit_the_pixels(tmp_path):
+    source = write_parquet_splits(tmp_path, parquet_table(image_shape=b"28,28,3"))
+    with pytest.raises(DataSourceError, match="images of 784 pixels do not fit the shape 28x28x3"):
+        read(source)
 
 
 def test_parquet_image_shape_metadata_may_have_spaces(tmp_path):

@@ -78,7 +78,7 @@ def test_finished_training_is_not_repeated(run):
 def test_resuming_with_another_model_is_refused(run):
     config, data, paths = run
     train_model(config.model_copy(update={"epochs": 1}), data, paths)
-    with pytest.raises(RunStateError, match="has checkpoints of model mlp"):
+    with pytest.raises(RunStateError, match="has checkpoints of model mlp, not model cnn"):
         train_model(config.model_copy(update={"model": "cnn"}), data, paths)
 
 

@@ -21,7 +21,7 @@ from tests.conftest import synthetic_images
 from trainflow.checkpoints.store import load_latest_checkpoint
 from trainflow.config import DataSource, PreparationSpec, RunConfig
 from trainflow.data.preparation import verified_prepared_data
-from trainflow.errors import DownloadError, RunStateError, UserInputError
+from trainflow.errors import DownloadError, RunStateError
 from trainflow.paths import ArtifactPaths
 from trainflow.runs.lock import unlock_run
 from trainflow.runs.records import close_run, list_runs, open_run, read_record
@@ -128,7 +128,9 @@ def test_an_io_error_reading_prepared_data_is_raised(idx_dir, artifacts, monkeyp
 
 
 def test_an_unknown_model_kind_is_refused():
-    with pytest.raises(UserInputError, match="model 'resnet' is not one of mlp, cnn"):
+    with pytest.raises(
+        ValueError, match="model 'resnet' is not one of mlp, cnn, or MODULE:FUNCTION"
+    ):
         build_model("resnet", (28, 28), 10)
 
 

@@ -23,6 +23,9 @@ MODEL_HELP = (
 BUILDER_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 IMAGE_SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
 
+# How much test accuracy a challenger may lose against the champion and still be promoted.
+DEFAULT_TOLERANCE = 0.005
+
 # Run names become directory names: keep them to characters every file system accepts.
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -60,9 +63,21 @@ class ModelRecipe(BaseModel):
     optimizer: OptimizerName = "adam"
     learning_rate: float | None = None
 
+    @field_validator("model")
+    @classmethod
+    def _model_is_built_in_or_a_builder(cls, value: str) -> str:
+        return checked_model(value)
+
     @property
     def is_built_in(self) -> bool:
         return self.model in BUILT_IN_MODELS
+
+
+def checked_model(value: str) -> str:
+    """`value` if it names a built-in model or a builder function as MODULE:FUNCTION."""
+    if value not in BUILT_IN_MODELS and not BUILDER_PATTERN.match(value):
+        raise ValueError(f"model {value!r} is not one of {MODEL_HELP}")
+    return value
 
 
 def parse_image_size(value: str) -> tuple[int, int]:
@@ -185,9 +200,7 @@ class RunConfig(BaseModel):
     @field_validator("model")
     @classmethod
     def _model_is_built_in_or_a_builder(cls, value: str) -> str:
-        if value not in BUILT_IN_MODELS and not BUILDER_PATTERN.match(value):
-            raise ValueError(f"model {value!r} is not one of {MODEL_HELP}")
-        return value
+        return checked_model(value)
 
     @field_validator("image_size")
     @classmethod

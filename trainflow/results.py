@@ -7,8 +7,9 @@ them, and stages never need to import each other.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from trainflow.checkpoints.state import ResumePoint
 from trainflow.config import ModelRecipe
@@ -51,6 +52,17 @@ class TrainingResult(BaseModel):
     history: dict[str, list[float]]
     steps_per_epoch: int
     resumes: list[ResumePoint]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_before_recipes(cls, data: Any) -> Any:
+        """A `training.json` written before models had recipes and classes had names: its
+        built-in `model_kind`, and the class numbers as names."""
+        if isinstance(data, dict) and "model_kind" in data and "recipe" not in data:
+            data = dict(data)
+            data["recipe"] = {"model": data.pop("model_kind")}
+            data.setdefault("class_names", [str(label) for label in range(data["num_classes"])])
+        return data
 
     @property
     def model_identity(self) -> dict:
@@ -114,6 +126,8 @@ class RunSummary(BaseModel):
     evaluation_path: Path
     reports_dir: Path
     data_fingerprint: str
+    model: str
+    class_names: list[str]
     test_accuracy: float
     test_loss: float
     macro_f1: float

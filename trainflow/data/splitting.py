@@ -74,6 +74,11 @@ def check_classes(
 ) -> None:
     """Labels are 0..K-1 with K >= 2, and, unless the number of classes was given (a class may
     then be missing by design), every split has every class."""
+    for name, (_, labels) in splits.items():
+        if len(labels) == 0:
+            raise DataSourceError(
+                f"{origins}: the {name} split has no examples (more data, or other split fractions)"
+            )
     count = number_of_classes(splits, spec)
     largest = max(int(labels.max()) for _, labels in splits.values())
     if largest >= count:

@@ -35,8 +35,8 @@ def normalise_split(split: RawSplit) -> tuple[np.ndarray, np.ndarray]:
         raise DataSourceError(f"{origin}: no examples")
     if 0 in images.shape[1:]:
         raise DataSourceError(
-            f"{origin}: images have shape {images.shape}; an image needs a height, a width (and "
-            "channels) of at least one pixel"
+            f"{origin}: images have shape {images.shape}; an image needs a height and a width of "
+            "at least one pixel (and one channel at least)"
         )
     return _normalised_pixels(images, origin), _checked_labels(labels, origin)
 

@@ -29,7 +29,8 @@ def summary_markdown(config: RunConfig, summary: RunSummary, extra: str = "") ->
 | epochs completed | {summary.epochs_completed} (best: {summary.best_epoch}, stopped early: {summary.stopped_early}) |
 | resume | {resumed} |
 | data | `{config.dataset}` (prepared data `{summary.data_fingerprint}`) |
-| model | `{summary.model_path}` |
+| classes | {len(summary.class_names)}: {_listed(summary.class_names)} |
+| model | `{summary.model}`, saved as `{summary.model_path}` |
 | pictures | `{summary.reports_dir}`: learning_curves.png, confusion_matrix.png, confident_mistakes.png |
 {extra}
 ## Parameters
@@ -47,3 +48,8 @@ def publish_summary(config: RunConfig, summary: RunSummary, extra: str = "") -> 
         markdown=summary_markdown(config, summary, extra),
         description=f"Summary of trainflow run {summary.run_name}",
     )
+
+
+def _listed(names: list[str], most: int = 50) -> str:
+    shown = ", ".join(f"`{name}`" for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")

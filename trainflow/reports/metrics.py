@@ -14,6 +14,7 @@ class ClassMetrics(BaseModel):
     """Precision, recall, F1 and support of one class."""
 
     label: int
+    name: str
     precision: float
     recall: float
     f1: float
@@ -31,9 +32,10 @@ class ClassificationReport(BaseModel):
 
 
 def classification_report(
-    labels: np.ndarray, predicted: np.ndarray, num_classes: int
+    labels: np.ndarray, predicted: np.ndarray, class_names: list[str]
 ) -> ClassificationReport:
     """Compute the report; a class never predicted has precision 0 (and F1 0)."""
+    num_classes = len(class_names)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     true_positives = np.diag(confusion).astype(np.float64)
@@ -51,6 +53,7 @@ def classification_report(
         per_class=[
             ClassMetrics(
                 label=label,
+                name=class_names[label],
                 precision=float(precision[label]),
                 recall=float(recall[label]),
                 f1=float(f1[label]),

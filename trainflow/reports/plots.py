@@ -15,6 +15,10 @@ import numpy as np  # noqa: E402
 from trainflow.storage.atomic import atomic_path
 
 DPI = 120
+MAX_FIGURE_INCHES = 20
+# Counts in the cells up to this many classes, class names on the axes up to this many.
+MAX_ANNOTATED_CLASSES = 20
+MAX_LABELLED_CLASSES = 60
 
 
 def learning_curves(
@@ -46,28 +50,32 @@ def learning_curves(
     _save(figure, path)
 
 
-def confusion_heatmap(matrix: list[list[int]], path: Path) -> None:
-    """The confusion matrix as a heatmap with the count in every cell."""
+def confusion_heatmap(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
+    """The confusion matrix as a heatmap, with the class names, and the count in every cell while
+    the cells are large enough to read."""
     counts = np.asarray(matrix)
     classes = np.arange(len(counts))
-    figure, axis = plt.subplots(figsize=(7.5, 6.5))
+    side = min(MAX_FIGURE_INCHES, max(6.5, 0.35 * len(classes)))
+    figure, axis = plt.subplots(figsize=(side + 1, side))
     image = axis.imshow(counts, cmap="Blues")
     figure.colorbar(image, ax=axis, label="examples")
-    threshold = counts.max() / 2 if counts.size else 0
-    for true_label in classes:
-        for predicted_label in classes:
-            value = counts[true_label, predicted_label]
-            axis.text(
-                predicted_label,
-                true_label,
-                str(value),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if value > threshold else "black",
-            )
-    axis.set_xticks(classes)
-    axis.set_yticks(classes)
+    if len(classes) <= MAX_ANNOTATED_CLASSES:
+        threshold = counts.max() / 2 if counts.size else 0
+        for true_label in classes:
+            for predicted_label in classes:
+                value = counts[true_label, predicted_label]
+                axis.text(
+                    predicted_label,
+                    true_label,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if value > threshold else "black",
+                )
+    if len(classes) <= MAX_LABELLED_CLASSES:
+        axis.set_xticks(classes, class_names, rotation=90 if _long(class_names) else 0)
+        axis.set_yticks(classes, class_names)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
     axis.set_title("Confusion matrix (test set)")
@@ -79,10 +87,12 @@ def confident_mistakes(
     labels: np.ndarray,
     predicted: np.ndarray,
     confidence: np.ndarray,
+    class_names: list[str],
     path: Path,
     count: int = 16,
 ) -> None:
-    """A grid of the misclassified test images the model was most sure about."""
+    """A grid of the misclassified test images the model was most sure about (in colour for
+    colour images)."""
     wrong = np.flatnonzero(predicted != labels)
     chosen = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
     columns = 4
@@ -91,14 +101,23 @@ def confident_mistakes(
     for axis in axes.ravel():
         axis.axis("off")
     for axis, index in zip(axes.ravel(), chosen):
-        axis.imshow(images[index], cmap="gray_r")
+        image = images[index]
+        if image.ndim == 3 and image.shape[-1] == 3:
+            axis.imshow(image)
+        else:  # grayscale, or channels other than RGB: show the first
+            axis.imshow(image if image.ndim == 2 else image[..., 0], cmap="gray_r")
         axis.set_title(
-            f"#{index}: true {labels[index]}\npredicted {predicted[index]} ({confidence[index]:.0%})",
+            f"#{index}: true {class_names[labels[index]]}\npredicted "
+            f"{class_names[predicted[index]]} ({confidence[index]:.0%})",
             fontsize=9,
         )
     title = "Most confident mistakes" if len(chosen) else "No mistakes on the test set"
     figure.suptitle(title)
     _save(figure, path)
+
+
+def _long(names: list[str]) -> bool:
+    return max(map(len, names), default=0) > 3
 
 
 def _save(figure: plt.Figure, path: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from trainflow.config import BUILT_IN_MODELS
 from trainflow.errors import UserInputError, error_reason
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ def import_builder(spec: str) -> Callable[..., keras.Model]:
             f"model builder {spec}: {module_name} has no function {function_name}"
         )
     return function
+
+
+def check_builder(model: str) -> None:
+    """Import a builder's function now (nothing for a built-in model), so that a wrong name fails
+    before any work."""
+    if model not in BUILT_IN_MODELS:
+        import_builder(model)
 
 
 def call_builder(spec: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:

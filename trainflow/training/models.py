@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trainflow.config import ModelRecipe
-from trainflow.errors import UnsafeModelError, UserInputError
+from trainflow.errors import UnsafeModelError
 from trainflow.training.builders import ModelBuilderError, call_builder, import_builder
 
 if TYPE_CHECKING:
@@ -62,30 +62,40 @@ def build_model(
     return model
 
 
+def _mlp(input_shape: tuple[int, ...], num_classes: int) -> list[keras.layers.Layer]:
+    import keras
+
+    return [
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(num_classes, activation="softmax"),
+    ]
+
+
+def _cnn(input_shape: tuple[int, ...], num_classes: int) -> list[keras.layers.Layer]:
+    import keras
+
+    # Grayscale images come without a channel axis: give them one.
+    channels = [] if len(input_shape) == 3 else [keras.layers.Reshape((*input_shape, 1))]
+    return [
+        *channels,
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(num_classes, activation="softmax"),
+    ]
+
+
+BUILT_IN_LAYERS = {"mlp": _mlp, "cnn": _cnn}
+
+
 def _built_in(name: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     import keras
 
-    if name == "mlp":
-        layers = [
-            keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dense(num_classes, activation="softmax"),
-        ]
-    elif name == "cnn":
-        # Grayscale images come without a channel axis: give them one.
-        channels = [] if len(input_shape) == 3 else [keras.layers.Reshape((*input_shape, 1))]
-        layers = [
-            *channels,
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(64, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(num_classes, activation="softmax"),
-        ]
-    else:
-        raise UserInputError(f"model {name!r} is not one of mlp, cnn; choose --model mlp or cnn")
+    layers = BUILT_IN_LAYERS[name](input_shape, num_classes)
     # Sequential, as in the textbook examples, so weights load into a model built there by hand.
     return keras.Sequential([keras.Input(shape=input_shape), *layers], name=name)
 

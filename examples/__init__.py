@@ -1,0 +1,1 @@
+"""Example model builders for `trainflow run --model examples.<module>:<function>`."""
