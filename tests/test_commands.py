@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,17 +146,6 @@ def test_demo_crash_exit_status_follows_the_verdict(
 
 # The nightly-retrain deployment runs this flow; here it runs in a process of its own against the
 # session's server, without a stack (tests/test_deployments.py drives the deployment itself).
-RETRAIN = """
-import sys
-
-from flows.retraining import retraining_flow
-from trainflow.config import RunConfig
-
-decision = retraining_flow(RunConfig.model_validate_json(sys.argv[1]), tolerance=0.0)
-print(decision.model_dump_json())
-"""
-
-
 @dataclass
 class RetrainedModels:
     """Two retraining runs under `artifacts`: `original` on `datasets["original"]`, then
@@ -174,7 +162,8 @@ class RetrainedModels:
 
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory, prefect_home, prefect_server) -> RetrainedModels:
-    """The module's two retraining runs, reporting to the session's Prefect server."""
+    """The module's two retraining runs, `trainflow retrain` reporting to the session's Prefect
+    server."""
     root = tmp_path_factory.mktemp("retrained")
     images, labels = synthetic_images(400, seed=5)
     datasets = {"original": root / "original", "relabelled": root / "relabelled"}
@@ -187,22 +176,22 @@ def retrained(tmp_path_factory, prefect_home, prefect_server) -> RetrainedModels
         "PREFECT_API_URL": prefect_server,
     }
     for name, dataset in datasets.items():
-        config = {
-            "dataset": f"idx:{dataset}",
-            "epochs": 2,
-            "run_name": name,
-            "artifacts": str(models.artifacts),
-        }
-        completed = subprocess.run(
-            [sys.executable, "-c", RETRAIN, json.dumps(config)],
-            check=False,
+        completed = trainflow(
+            "retrain",
+            "--dataset",
+            f"idx:{dataset}",
+            "--epochs",
+            "2",
+            "--run-name",
+            name,
+            "--artifacts",
+            models.artifacts,
+            "--tolerance",
+            "0",
+            "--json",
             env=environment,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
         )
-        assert completed.returncode == 0, completed.stderr[-3000:]
-        models.decisions[name] = json.loads(completed.stdout.strip().splitlines()[-1])
+        models.decisions[name] = json.loads(completed.stdout)
     return models
 
 

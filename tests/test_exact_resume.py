@@ -124,9 +124,13 @@ def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
     assert sorted(epoch_order(3, 1, 50).tolist()) == list(range(50))
 
 
-# The example builder adds augmentation layers, Dropout nested in sub-models, BatchNormalization
-# and a custom layer: random state anywhere in a model must resume exactly.
-@pytest.mark.parametrize("model", ["mlp", "cnn", "examples.small_convnet:build_model"])
+# The builders add augmentation layers, Dropout nested in sub-models, BatchNormalization, a custom
+# layer, GaussianNoise, SpatialDropout and a learning-rate schedule: random state anywhere in a
+# model, and the optimizer's own, must resume exactly.
+@pytest.mark.parametrize(
+    "model",
+    ["mlp", "cnn", "examples.small_convnet:build_model", "tests.resume_builders:scheduled_noisy"],
+)
 def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run_bitwise(
     model, idx_dir, artifacts, caplog
 ):
