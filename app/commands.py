@@ -24,9 +24,13 @@ EXIT_RUN_FAILED = 1
 
 def run_command(args: argparse.Namespace) -> int:
     """`trainflow run`: the training flow, and its summary."""
-    from flows.training import training_flow
 
-    summary = _flow_with_server(args, training_flow)
+    def training() -> Callable[[Any], Any]:
+        from flows.training import training_flow
+
+        return training_flow
+
+    summary = _flow_with_server(args, training)
     if summary is None:
         return EXIT_USER_ERROR
     if args.json:
@@ -38,11 +42,13 @@ def run_command(args: argparse.Namespace) -> int:
 
 def retrain_command(args: argparse.Namespace) -> int:
     """`trainflow retrain`: the champion/challenger flow, and its decision."""
-    from flows.retraining import retraining_flow
 
-    decision = _flow_with_server(
-        args, lambda config: retraining_flow(config, tolerance=args.tolerance)
-    )
+    def retraining() -> Callable[[Any], Any]:
+        from flows.retraining import retraining_flow
+
+        return lambda config: retraining_flow(config, tolerance=args.tolerance)
+
+    decision = _flow_with_server(args, retraining)
     if decision is None:
         return EXIT_USER_ERROR
     if args.json:
@@ -53,9 +59,13 @@ def retrain_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flow_with_server(args: argparse.Namespace, run_flow: Callable[[Any], Any]) -> Any:
-    """Run `run_flow(config)` for the config the options give (None after printing what is wrong
-    with them), against PREFECT_API_URL or a local server of its own."""
+def _flow_with_server(
+    args: argparse.Namespace, import_flow: Callable[[], Callable[[Any], Any]]
+) -> Any:
+    """Run the flow `import_flow()` returns, on the config the options give (None after printing
+    what is wrong with them), against PREFECT_API_URL or a local server of its own. The flow is
+    imported (TensorFlow and Prefect with it) only once the options are valid, while the server
+    boots."""
     config = config_from_arguments(args)
     if config is None:
         return None
@@ -71,6 +81,7 @@ def _flow_with_server(args: argparse.Namespace, run_flow: Callable[[Any], Any]) 
         # At exit, after Prefect's own exit handlers (registered later, run earlier) have sent
         # the last logs and events to it.
         atexit.register(server.stop)
+    run_flow = import_flow()
     from trainflow.training.builders import check_builder
 
     check_builder(config.model)  # a builder that cannot be imported fails before any work

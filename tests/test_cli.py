@@ -182,6 +182,6 @@ def test_keras_download_path_loads_mnist_or_names_the_way_out(tmp_path):
     result = completed.stdout.strip().splitlines()[-1]
     if result.startswith("ERROR"):
         assert "could not download mnist through keras.datasets" in result
-        assert "--dataset idx:DIR, npz:FILE or parquet:DIR" in result
+        assert "--dataset idx:DIR, npz:FILE, parquet:DIR or images:DIR" in result
     else:
         assert result == "{'train': (60000, 28, 28), 'test': (10000, 28, 28)}"
