@@ -12,6 +12,7 @@ from trainflow.paths import RunPaths
 from trainflow.results import PersistedModel, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
 from trainflow.storage.atomic import atomic_path
+from trainflow.training.export import export_for_serving
 from trainflow.training.models import build_model
 
 logger = logging.getLogger("trainflow.persist")
@@ -41,7 +42,7 @@ def _save(training: TrainingResult, weights: Path, paths: RunPaths) -> None:
     with atomic_path(paths.keras_model) as temporary:
         model.save(temporary)
     with atomic_path(paths.saved_model) as temporary:
-        model.export(temporary, format="tf_saved_model", verbose=False)
+        export_for_serving(model, training.image_shape, temporary)
     logger.info("Saved model to %s and SavedModel to %s", paths.keras_model, paths.saved_model)
 
 

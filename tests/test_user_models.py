@@ -183,7 +183,8 @@ def test_the_example_model_learns_an_image_folder_and_its_files_load_elsewhere(
         loaded = keras.models.load_model({summary["model_path"]!r})  # safe mode, the default
         rebuilt = build_model((12, 12, 3), 3)
         rebuilt.load_weights({summary["weights_path"]!r})
-        served = tf.saved_model.load({summary["saved_model_path"]!r}).serve(images).numpy()
+        saved = tf.saved_model.load({summary["saved_model_path"]!r})  # keep it: serve needs it
+        served = saved.serve(images).numpy()
         expected = loaded.predict(images, verbose=0)
         print(json.dumps([
             float(np.abs(rebuilt.predict(images, verbose=0) - expected).max()),
