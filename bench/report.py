@@ -16,6 +16,8 @@ from bench.harness import REPO_ROOT, Row
 ORCHESTRATION = "orchestration overhead"
 CHECKPOINTS = "checkpoint overhead"
 INPUT_PIPELINE = "input pipeline"
+# A side whose slowest sample is this many times its fastest had runs that stalled.
+STALLED = 1.3
 
 
 def render(rows: list[Row], command: str, seconds: float) -> str:
@@ -111,9 +113,17 @@ def _orchestration(row: Row, rows: list[Row]) -> str:
 
 
 def _checkpoints(row: Row, rows: list[Row]) -> str:
-    text = (
-        f"{row.figures['percent']:+.1f}% on epochs of {row.figures['epoch_seconds']:.2f} s. On "
-        "such short epochs the fixed part of each checkpoint weighs most: `ModelCheckpoint`'s "
+    fastest, slowest = row.figures["fastest"], row.figures["slowest"]
+    text = f"{row.figures['percent']:+.1f}% on epochs of {row.figures['epoch_seconds']:.2f} s. "
+    if slowest > STALLED * fastest:
+        return text + (
+            f"Its samples range from {fastest:.2f} to {slowest:.2f} s: some runs stalled for "
+            "seconds, from a cause this benchmark does not measure (the per-checkpoint cost is the "
+            "one-checkpoint row), so the median here is not a stable measure of the checkpoints' "
+            "cost. Run `./dev bench` again on a quiet machine."
+        )
+    text += (
+        "On such short epochs the fixed part of each checkpoint weighs most: `ModelCheckpoint`'s "
         "synchronous Keras save of the best weights on every improving epoch, and the step "
         "checkpoints' copies and background writes, which share the two cores with training. "
     )
@@ -124,6 +134,7 @@ def _checkpoints(row: Row, rows: list[Row]) -> str:
         if other.measure.startswith(CHECKPOINTS)
         and other.measure.split(",")[1] == kind
         and "synthetic" in other.measure
+        and other is not row
     ]
     if larger:
         text += (

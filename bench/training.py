@@ -101,7 +101,12 @@ def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: in
                 f"<= {limit:g}%",
                 overhead <= limit,
                 command,
-                {"percent": overhead, "epoch_seconds": baseline / epochs},
+                {
+                    "percent": overhead,
+                    "epoch_seconds": baseline / epochs,
+                    "fastest": min(times[side]),
+                    "slowest": max(times[side]),
+                },
             )
         )
     return rows
@@ -168,6 +173,8 @@ def checkpoint_rows(
 
 def input_pipeline_rows(repeats: int, epochs: int, directory: Path) -> list[Row]:
     """Row (5) on the MNIST test split, prepared under `directory`."""
-    data = prepare_data(DataSource.parse(MNIST_SOURCE), PreparationSpec(), ArtifactPaths.at(directory))
+    data = prepare_data(
+        DataSource.parse(MNIST_SOURCE), PreparationSpec(), ArtifactPaths.at(directory)
+    )
     arrays = read_split(data.paths.split("train"))  # the NumPy side: the same examples, in memory
     return input_pipeline(data, arrays, repeats, epochs)
