@@ -4,7 +4,7 @@ Each comparison runs its sides alternately (A B, B A, A B, ...) for `--repeats` 
 the median and the min-max. Real data: the MNIST test split in ../shared/data/mnist-t10k; where size
 matters, a synthetic MNIST-sized set (70,000 images) generated deterministically.
 
-    ./dev bench               # all measures, BENCHMARKS.md rewritten (about 13 minutes)
+    ./dev bench               # all measures, BENCHMARKS.md rewritten (about 20 minutes)
     ./dev bench --repeats 1   # a quick pass (the smoke test runs it on tiny settings)
 """
 
