@@ -96,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load a finished run's saved files, evaluate them on the run's own test data or "
         "on --dataset, and rewrite evaluation.json and the report under RUN_DIR/reports.",
     )
-    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="e.g. artifacts/runs/NAME")
+    evaluate.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="e.g. artifacts/runs/NAME, or s3://BUCKET/PREFIX/runs/NAME",
+    )
     evaluate.add_argument(
         "--dataset", metavar="SOURCE", help="data to evaluate on (default: the run's)"
     )
@@ -104,10 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     stack = subcommands.add_parser(
         "stack",
         parents=[common],
-        help="start or stop a local Prefect server, work pool, deployments and worker",
-        description="up: start `prefect server start` on 127.0.0.1 (database under "
-        ".prefect-home), create the process work pool, deploy deployments/prefect.yaml and start a "
-        "worker; down: stop the processes up started. Run it from the repository root.",
+        help="start or stop a local Prefect server, work pool, deployments and workers",
+        description="up: start `prefect server start` on 127.0.0.1 (SQLite database under "
+        ".prefect-home, or PostgreSQL), create the process work pool, deploy "
+        "deployments/prefect.yaml and start the workers; down: stop what up started. Run it "
+        "from the repository root.",
     )
     stack.add_argument("action", choices=["up", "down"])
     stack.add_argument("--port", type=int, default=4200, help="server port (default: 4200)")
@@ -115,15 +120,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--host",
         default="127.0.0.1",
         metavar="ADDRESS",
-        help="address the server listens on (default: 127.0.0.1, this machine only; 0.0.0.0 "
-        "opens it, without authentication, to the network)",
+        help="address the server listens on (default: 127.0.0.1, this machine only; any other, "
+        "such as 0.0.0.0, opens it to the network and turns on --auth)",
     )
     stack.add_argument(
         "--home",
         type=Path,
         default=Path(".prefect-home"),
         metavar="DIR",
-        help="PREFECT_HOME of the stack: database, logs, process ids (default: .prefect-home)",
+        help="home of the stack: database, secrets, logs, workers, process ids "
+        "(default: .prefect-home)",
+    )
+    stack.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="process workers to start, each with its own directory under the home (default: 1)",
+    )
+    database = stack.add_mutually_exclusive_group()
+    database.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run the server on a local PostgreSQL cluster under the home, started and stopped "
+        "with the stack (default: SQLite)",
+    )
+    database.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="run the server on an existing PostgreSQL server: "
+        "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE",
+    )
+    stack.add_argument(
+        "--auth",
+        action="store_true",
+        help="require Prefect basic auth (the secret in HOME/auth) even on 127.0.0.1",
     )
 
     models = subcommands.add_parser(

@@ -128,18 +128,22 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     configure_environment()
     from app.reevaluate import reevaluate_run
+    from trainflow.storage.mirror import location
 
     evaluation = reevaluate_run(args.run_dir, args.dataset)
     print(
         f"Test accuracy {evaluation.accuracy:.4f}, loss {evaluation.loss:.4f}, macro F1 "
         f"{evaluation.report.macro_f1:.4f} on {evaluation.num_examples} examples; report in "
-        f"{evaluation.path.parent / 'reports'}"
+        f"{location(evaluation.path.parent / 'reports')}"
     )
     return 0
 
 
 def stack_command(args: argparse.Namespace) -> int:
-    from trainflow.orchestration.stack import stack_down, stack_up
+    """`trainflow stack up|down`: start or stop the local stack; prints how to reach it, never a
+    secret (the database URL is shown without its password, the auth string by its file)."""
+    from trainflow.errors import UserInputError
+    from trainflow.orchestration.stack import StackOptions, stack_down, stack_up
 
     project_dir = Path.cwd()
     if not (project_dir / "deployments" / "prefect.yaml").is_file():
@@ -148,16 +152,47 @@ def stack_command(args: argparse.Namespace) -> int:
     home = args.home.resolve()
     if args.action == "down":
         stack = stack_down(home)
-        print(
-            f"Stopped the worker (pid {stack.worker_pid}) and the server (pid {stack.server_pid})"
-        )
+        pids = stack.worker_pids
+        stopped = [
+            f"the worker (pid {pids[0]})"
+            if len(pids) == 1
+            else f"{len(pids)} workers (pids {', '.join(map(str, pids))})",
+            f"the server (pid {stack.server_pid})",
+        ]
+        if stack.postgres is not None:
+            stopped.append(f"PostgreSQL (pid {stack.postgres.pid})")
+        print(f"Stopped {', '.join(stopped[:-1])} and {stopped[-1]}")
         return 0
-    stack = stack_up(project_dir, home, args.port, args.host)
-    print(
-        f"Prefect server {stack.api_url} (UI: {stack.api_url.removesuffix('/api')}), worker pid "
-        f"{stack.worker_pid}. Point prefect commands at it with:\n"
-        f"  export PREFECT_API_URL={stack.api_url}"
+    if args.workers < 1:
+        raise UserInputError(f"--workers {args.workers}: give 1 or more")
+    options = StackOptions(
+        port=args.port,
+        host=args.host,
+        workers=args.workers,
+        postgres=args.postgres,
+        database_url=args.database_url,
+        auth=args.auth,
     )
+    stack = stack_up(project_dir, home, options)
+    if stack.postgres is not None:
+        where = f"PostgreSQL in {stack.postgres.directory}"
+        if stack.postgres.temporary:
+            where += ", which `stack down` removes"
+        print(f"Database {stack.database_url} ({where})")
+    elif stack.database_url and not stack.database_url.startswith("sqlite"):
+        print(f"Database {stack.database_url}")
+    pids = stack.worker_pids
+    started = (
+        f"worker pid {pids[0]}"
+        if len(pids) == 1
+        else f"{len(pids)} workers (pids {', '.join(map(str, pids))})"
+    )
+    print(
+        f"Prefect server {stack.api_url} (UI: {stack.api_url.removesuffix('/api')}), {started}. "
+        f"Point prefect commands at it with:\n  export PREFECT_API_URL={stack.api_url}"
+    )
+    if stack.auth_file is not None:
+        print(f'  export PREFECT_API_AUTH_STRING="$(cat {stack.auth_file})"')
     return 0
 
 
@@ -165,7 +200,8 @@ def registry_command(args: argparse.Namespace) -> int:
     from trainflow.paths import ArtifactPaths
     from trainflow.runs.registry import Registry
 
-    registry = Registry(ArtifactPaths.at(args.artifacts))
+    artifacts = ArtifactPaths.at(args.artifacts)
+    registry = Registry(artifacts)
     if args.command == "promote":
         print(f"Champion: {registry.promote(args.run_name).run_name}")
         return 0
@@ -175,8 +211,9 @@ def registry_command(args: argparse.Namespace) -> int:
     champion = registry.champion()
     versions = registry.versions()
     if not versions:
-        print(f"No models registered under {args.artifacts}")
+        print(f"No models registered under {artifacts.location}")
         return 0
+    print(f"Models registered under {artifacts.location}:")
     header = ("RUN", "STATUS", "TEST ACCURACY", "DATA", "CODE", "REGISTERED", "REASON")
     rows = [
         (
@@ -206,13 +243,19 @@ def list_runs_command(args: argparse.Namespace) -> int:
     from trainflow.paths import ArtifactPaths
     from trainflow.runs.records import list_runs
 
-    records = list_runs(ArtifactPaths.at(args.artifacts))
+    artifacts = ArtifactPaths.at(args.artifacts)
+    records = list_runs(artifacts)
     if args.json:
-        print(json.dumps([record.model_dump(mode="json") for record in records], indent=2))
+        listing = [
+            {**record.model_dump(mode="json"), "location": artifacts.run(record.run_name).location}
+            for record in records
+        ]
+        print(json.dumps(listing, indent=2))
         return 0
     if not records:
-        print(f"No runs under {args.artifacts}")
+        print(f"No runs under {artifacts.location}")
         return 0
+    print(f"Runs under {artifacts.location}:")
     header = ("RUN", "STATUS", "EPOCHS", "RESUMED FROM", "TEST ACCURACY", "UPDATED")
     rows = [
         (

@@ -16,11 +16,21 @@ from trainflow.paths import ArtifactPaths, RunPaths
 from trainflow.results import Evaluation, PersistedModel, TrainingResult
 from trainflow.runs.records import read_record
 from trainflow.runs.stage_records import forget_stage
+from trainflow.storage.mirror import fetch
+from trainflow.storage.stores import is_url
 
 
-def reevaluate_run(run_dir: Path, dataset: str | None) -> Evaluation:
-    """Evaluate the run in `run_dir` on `dataset` (default: the one it was trained on)."""
-    paths = RunPaths(run_dir=run_dir.resolve())
+def reevaluate_run(run_dir: str, dataset: str | None) -> Evaluation:
+    """Evaluate the run in `run_dir` (a directory, or its URL in an object store) on `dataset`
+    (default: the one it was trained on)."""
+    root, _, name = run_dir.rstrip("/").rpartition("/runs/")
+    if is_url(run_dir) and root:
+        artifacts = ArtifactPaths.at(root)
+        paths = artifacts.run(name)
+        fetch(paths.run_dir)
+    else:
+        paths = RunPaths(run_dir=Path(run_dir).resolve())
+        artifacts = ArtifactPaths(root=paths.run_dir.parent.parent)
     record = read_record(paths)
     if record is None or not paths.training_result.is_file() or not paths.keras_model.is_file():
         raise UserInputError(
@@ -29,7 +39,6 @@ def reevaluate_run(run_dir: Path, dataset: str | None) -> Evaluation:
         )
     options = {**record.config, **({"dataset": dataset} if dataset else {})}
     config = RunConfig.model_validate(options)
-    artifacts = ArtifactPaths(root=paths.run_dir.parent.parent)
     data = prepare_data(config.source, config.preparation, artifacts)
     training = TrainingResult.model_validate_json(paths.training_result.read_text())
     if data.image_shape != training.image_shape:

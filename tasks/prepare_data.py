@@ -40,7 +40,7 @@ def prepare_data(
     if reused is not None:
         logger.info(
             "Reusing prepared data %s for %s (same source sha256 and preparation)",
-            paths.root,
+            paths.location,
             source,
         )
         return reused
@@ -56,7 +56,7 @@ def prepare_data(
         preparation=preparation,
         class_names=class_names(source, number_of_classes(splits, preparation)),
     )
-    logger.info("Prepared %s into %s: %s", source, paths.root, prepared.rows)
+    logger.info("Prepared %s into %s: %s", source, paths.location, prepared.rows)
     return prepared
 
 

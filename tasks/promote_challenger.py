@@ -11,6 +11,7 @@ from trainflow.orchestration.summary import publish_summary
 from trainflow.paths import ArtifactPaths
 from trainflow.results import PromotionDecision, RunSummary
 from trainflow.runs.registry import ModelVersion, Registry, code_version, now
+from trainflow.storage.mirror import fetched
 from trainflow.training.scoring import accuracy_on
 
 logger = logging.getLogger("trainflow.promote")
@@ -32,7 +33,7 @@ def promote_challenger(
                 champion.test_accuracy
                 if champion.data_fingerprint == summary.data_fingerprint
                 else accuracy_on(
-                    champion.model_path,
+                    fetched(artifacts.run(champion.run_name).keras_model),
                     artifacts.data(summary.data_fingerprint).split("test"),
                     ModelRecipe(model=champion.parameters.get("model", "mlp")),
                 )

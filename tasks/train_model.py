@@ -8,7 +8,6 @@ same run name.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData, TrainingResult
 from trainflow.storage.atomic import write_json
+from trainflow.storage.mirror import remove
 from trainflow.training.pipeline import steps_per_epoch
 from trainflow.training.session import fit_from
 
@@ -65,7 +65,8 @@ def train_model(
         resumed_from_step=resumed_from_step,
         stopped_early=state.stopped_early,
         best_epoch=state.best_epoch,
-        best_checkpoint=Path(state.best_checkpoint),
+        # By name: the state may have been written on another machine, or under another mirror.
+        best_checkpoint=paths.best_checkpoints_dir / Path(state.best_checkpoint).name,
         best_checkpoint_sha256=state.best_checkpoint_sha256,
         optimizer_iterations=state.global_step,
         history=state.history,
@@ -79,11 +80,14 @@ def train_model(
 def _discard_stale_outputs(paths: RunPaths) -> None:
     """Without a checkpoint to resume from, training starts over: earlier best checkpoints and
     results of this run no longer belong to it."""
-    for stale in (paths.best_checkpoints_dir, paths.model_dir, paths.stages_dir):
-        if stale.exists():
-            shutil.rmtree(stale)
-    for stale in (paths.training_result, paths.evaluation):
-        stale.unlink(missing_ok=True)
+    for stale in (
+        paths.best_checkpoints_dir,
+        paths.model_dir,
+        paths.stages_dir,
+        paths.training_result,
+        paths.evaluation,
+    ):
+        remove(stale)
 
 
 def _check_resumable(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trainflow.storage.stores import is_url, local_path_of
 
 SourceKind = Literal["mnist", "fashion_mnist", "idx", "npz", "parquet", "images"]
 OptimizerName = Literal["adam", "sgd", "adamw", "rmsprop"]
@@ -31,24 +36,53 @@ RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class DataSource(BaseModel):
-    """Where the images come from: a `keras.datasets` name, or a kind of local file with its path."""
+    """Where the images come from: a `keras.datasets` name, or a kind of file with its path or
+    its object-store URL (`s3://bucket/prefix`, any fsspec URL). `location` is always local: the
+    path given, or this process's copy of the URL, kept in step by `trainflow/data/remote.py`."""
 
     model_config = ConfigDict(frozen=True)
 
     kind: SourceKind
     location: Path | None = None
+    url: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> DataSource:
-        """Parse `mnist`, `fashion_mnist`, `idx:DIR`, `npz:FILE`, `parquet:DIR` or `images:DIR`."""
+        """Parse `mnist`, `fashion_mnist`, or `idx:`, `npz:`, `parquet:`, `images:` followed by a
+        path or a URL."""
         kind, separator, location = spec.partition(":")
         if kind in KERAS_SOURCES and not separator:
             return cls(kind=kind)
-        if kind in FILE_SOURCES and location:
-            return cls(kind=kind, location=Path(location))
+        if kind in FILE_SOURCES and is_url(location) and location.split("://", 1)[1].strip("/"):
+            return cls(kind=kind, url=location)
+        if kind in FILE_SOURCES and location and not is_url(location):
+            return cls(kind=kind, location=local_path_of(location))
         raise ValueError(f"dataset {spec!r} is not one of {DATASET_HELP}")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_url_is_read_from_a_local_copy(cls, data: Any) -> Any:
+        # Recomputed whenever a source is validated (also when deserialised in another process),
+        # so that the copy is always this process's; a URL never becomes a path (`s3:/b/x`).
+        if isinstance(data, dict):
+            location = data.get("location")
+            if isinstance(location, str) and is_url(location) and not data.get("url"):
+                data = {**data, "url": location}
+            if data.get("url") and data.get("kind") in FILE_SOURCES:
+                data = {**data, "location": cls.local_copy(data["kind"], data["url"])}
+        return data
+
+    @staticmethod
+    def local_copy(kind: str, url: str) -> Path:
+        """Where this process keeps its copy of the `kind` source at `url`: a directory per source
+        (the file inside it for npz, so that a `classes.json` beside it has its place)."""
+        digest = hashlib.sha256(f"{kind}:{url}".encode()).hexdigest()[:16]
+        root = Path(tempfile.gettempdir()) / f"trainflow-sources-{os.getpid()}" / digest
+        return root / url.rstrip("/").rpartition("/")[2] if kind == "npz" else root
+
     def __str__(self) -> str:
+        if self.url is not None:
+            return f"{self.kind}:{self.url}"
         return self.kind if self.location is None else f"{self.kind}:{self.location}"
 
 
@@ -162,7 +196,11 @@ class RunConfig(BaseModel):
         description="Run directory name; running a name again resumes it",
         json_schema_extra={"default_help": "a new unique name"},
     )
-    artifacts: Path = Field(Path("artifacts"), description="Root directory of all outputs")
+    artifacts: str = Field(
+        "artifacts",
+        min_length=1,
+        description="Where all outputs go: a directory, or an object store URL (s3://BUCKET/PREFIX)",
+    )
     fresh: bool = Field(
         False, description="Discard the run's checkpoints and outputs and start from epoch 0"
     )
@@ -190,6 +228,12 @@ class RunConfig(BaseModel):
         description="SIGKILL the training process right after this global step, once, to demo "
         "crash recovery",
     )
+
+    @field_validator("artifacts", mode="before")
+    @classmethod
+    def _artifacts_is_a_directory_or_a_url(cls, value: object) -> object:
+        # A path is kept as text: `Path("s3://b/x")` would turn a URL into the local `s3:/b/x`.
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("dataset")
     @classmethod

@@ -84,3 +84,13 @@ def hide_user_error_tracebacks() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.addFilter(HideUserErrorTracebacks())
+
+
+class StoreError(UserInputError):
+    """An object store the user must fix: a protocol not installed, a missing bucket, refused
+    credentials, an endpoint that does not answer when the run starts."""
+
+
+class StoreUnavailableError(Exception):
+    """The object store failed to answer for a while (connection reset, timeout, 5xx, throttling)
+    during a run: retried by the task, and never taken for damaged content."""

@@ -1,5 +1,8 @@
 """Every output path, computed in one place from the artifacts root.
 
+The paths are local: for an artifacts root in an object store they are in this process's mirror of
+it, and `location` turns one into the URL a user sees (see storage/mirror.py).
+
 Layout under the root:
 
     data/<fingerprint>/{train,validation,test}.parquet, manifest.json   prepared data, shared by runs
@@ -22,7 +25,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from trainflow.storage.mirror import location, mirror_root
+from trainflow.storage.stores import is_url, local_path_of
+
 PREPARED_SPLITS = ("train", "validation", "test")
+RECORD_FILE = "run.json"
 
 
 class DataPaths(BaseModel):
@@ -40,6 +47,11 @@ class DataPaths(BaseModel):
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 
+    @property
+    def location(self) -> str:
+        """The directory as a user names it: its store URL, or the path."""
+        return location(self.root)
+
 
 class RunPaths(BaseModel):
     """Files of one run."""
@@ -53,8 +65,13 @@ class RunPaths(BaseModel):
         return self.run_dir.name
 
     @property
+    def location(self) -> str:
+        """The run directory as a user names it: its store URL, or the directory."""
+        return location(self.run_dir)
+
+    @property
     def record(self) -> Path:
-        return self.run_dir / "run.json"
+        return self.run_dir / RECORD_FILE
 
     @property
     def lock(self) -> Path:
@@ -164,9 +181,18 @@ class ArtifactPaths(BaseModel):
     root: Path
 
     @classmethod
-    def at(cls, root: Path) -> ArtifactPaths:
-        """Anchor at an absolute path, so that a later change of directory moves nothing."""
-        return cls(root=root.expanduser().resolve())
+    def at(cls, location: str | Path) -> ArtifactPaths:
+        """The artifacts at `location`: a directory, anchored at its absolute path so that a later
+        change of directory moves nothing, or an object store URL, worked on through this
+        process's local mirror of it (see storage/mirror.py)."""
+        if is_url(location):
+            return cls(root=mirror_root(str(location)))
+        return cls(root=local_path_of(location).expanduser().resolve())
+
+    @property
+    def location(self) -> str:
+        """The root as a user names it: the store URL, or the directory."""
+        return location(self.root)
 
     @property
     def runs_dir(self) -> Path:

@@ -6,10 +6,11 @@ them, and stages never need to import each other.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, BeforeValidator, model_validator
 
 from trainflow.checkpoints.state import ResumePoint
 from trainflow.config import ModelRecipe
@@ -17,6 +18,13 @@ from trainflow.paths import DataPaths
 from trainflow.reports.metrics import (
     ClassificationReport,
 )
+
+# A file's location as a user names it: a path, or a URL in an object store (kept as text, since
+# `Path("s3://b/x")` would make it the local `s3:/b/x`).
+Location = Annotated[
+    str,
+    BeforeValidator(lambda value: os.fspath(value) if isinstance(value, os.PathLike) else value),
+]
 
 
 class PreparedData(BaseModel):
@@ -119,12 +127,13 @@ class RunSummary(BaseModel):
     """
 
     run_name: str
-    run_dir: Path
-    model_path: Path
-    weights_path: Path
-    saved_model_path: Path
-    evaluation_path: Path
-    reports_dir: Path
+    # Where the files are, as a user names them: paths, or URLs in an object store.
+    run_dir: Location
+    model_path: Location
+    weights_path: Location
+    saved_model_path: Location
+    evaluation_path: Location
+    reports_dir: Location
     data_fingerprint: str
     model: str
     class_names: list[str]

@@ -11,7 +11,6 @@ directory with a warning.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from trainflow.checkpoints.state import (
     ResumeState,
 )
 from trainflow.storage.digests import sha256_of_files
+from trainflow.storage.mirror import move
 
 logger = logging.getLogger("trainflow.checkpoints")
 
@@ -69,7 +69,7 @@ def quarantine(paths: list[Path], quarantine_dir: Path) -> None:
         while target.exists():
             target = quarantine_dir / f"{path.name}.{suffix}"
             suffix += 1
-        os.replace(path, target)
+        move(path, target)
         moved.append(path.name)
     logger.warning(
         "Set aside invalid checkpoint files (truncated, garbled, or without manifest) in %s: %s",

@@ -15,6 +15,7 @@ from trainflow.checkpoints.state import (
 from trainflow.checkpoints.store import checkpoint_files, state_files, step_of
 from trainflow.storage.atomic import atomic_path, write_json
 from trainflow.storage.digests import sha256_of_files
+from trainflow.storage.mirror import remove
 
 
 def write_checkpoint(
@@ -35,8 +36,8 @@ def write_checkpoint(
     write_json(state_path, state.model_dump())
     for old_state_path in state_files(resume_dir)[keep:]:
         old_weights_path, _ = checkpoint_files(resume_dir, step_of(old_state_path))
-        old_state_path.unlink()  # uncommit first: a crash in between leaves an orphan, not a fake
-        old_weights_path.unlink(missing_ok=True)
+        remove(old_state_path)  # uncommit first: a crash in between leaves an orphan, not a fake
+        remove(old_weights_path)
     return state
 
 

@@ -18,6 +18,7 @@ from trainflow.paths import PREPARED_SPLITS, DataPaths
 from trainflow.results import PreparedData
 from trainflow.storage.atomic import atomic_path, write_json
 from trainflow.storage.digests import sha256_of_files
+from trainflow.storage.mirror import fetch
 
 logger = logging.getLogger("trainflow.prepare_data")
 
@@ -43,6 +44,7 @@ def verified_prepared_data(paths: DataPaths) -> PreparedData | None:
     recorded sha256; None when there is none, or it is damaged (with a warning). Only checks:
     damaged data is replaced by the next preparation, never deleted here. An error reading a file
     is raised, not taken for damage."""
+    fetch(paths.root)  # prepared data in an object store: prepared by any machine
     try:
         prepared = prepared_from_manifest(paths, reused=True)
         recorded = json.loads(paths.manifest.read_bytes())["splits"]

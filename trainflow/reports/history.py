@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from trainflow.storage.atomic import write_parquet
 
 
 def write_history(path: Path, history: dict[str, list[float]], resumed_epochs: list[int]) -> None:
     """One row an epoch: its metrics, and whether training resumed during (or at the start of) it."""
     epochs = list(range(1, len(history.get("loss", [])) + 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
+    write_parquet(
         pa.table(
             {
                 "epoch": epochs,

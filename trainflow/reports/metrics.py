@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel
+
+from trainflow.storage.atomic import write_parquet
 
 
 class ClassMetrics(BaseModel):
@@ -70,13 +71,10 @@ def classification_report(
 
 def write_report_tables(report: ClassificationReport, per_class: Path, confusion: Path) -> None:
     """Per-class metrics (one row a class) and the confusion matrix (one row a true/predicted pair)."""
-    per_class.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.Table.from_pylist([item.model_dump() for item in report.per_class]), per_class
-    )
+    write_parquet(pa.Table.from_pylist([item.model_dump() for item in report.per_class]), per_class)
     matrix = np.asarray(report.confusion_matrix)
     true_labels, predicted_labels = np.indices(matrix.shape)
-    pq.write_table(
+    write_parquet(
         pa.table(
             {
                 "true_label": true_labels.ravel(),
@@ -90,8 +88,7 @@ def write_report_tables(report: ClassificationReport, per_class: Path, confusion
 
 def write_predictions(path: Path, labels: np.ndarray, probabilities: np.ndarray) -> None:
     """Per-example predictions for error analysis: index, label, predicted class, confidence."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
+    write_parquet(
         pa.table(
             {
                 "index": np.arange(len(labels), dtype=np.int64),

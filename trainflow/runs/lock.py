@@ -1,8 +1,14 @@
-"""One process at a time per run name: an exclusive `flock` on `locks/<run name>.lock`.
+"""One process at a time per run name, on one machine or many: `locks/<run name>.lock`.
 
-The kernel releases an flock when its process dies, however it dies, so a crash cannot leave a run
-locked. The file's content (who holds it) is only for the message the next process shows; the
-file itself stays, since deleting a lock file while another process opens it breaks the lock.
+Under a local artifacts root it is an exclusive `flock`: the kernel releases it when its process
+dies, however it dies, so a crash cannot leave a run locked. The file's content (who holds it) is
+only for the message the next process shows; the file itself stays, since deleting a lock file
+while another process opens it breaks the lock.
+
+Under an artifacts root in an object store, processes on other machines share the run, and an
+flock on a local mirror would exclude nobody: there it is a lease on the lock's object in the store
+(`storage/leases.py`), taken with the store's conditional writes and renewed while the run runs; a
+dead holder's lease expires, so a crash cannot leave the run locked for long.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trainflow.errors import UserInputError, as_storage_error
+from trainflow.storage.leases import Lease, LeaseHeld
+from trainflow.storage.mirror import store_of
 
-# Lock files this process holds, by path: a Prefect retry in the same process reopens its own run.
-_held: dict[Path, int] = {}
+# Locks this process holds, by path (a file descriptor, or a lease in a store): a Prefect retry in
+# the same process reopens its own run.
+_held: dict[Path, int | Lease] = {}
 
 
 class RunInUseError(UserInputError):
@@ -28,6 +37,16 @@ def lock_run(lock_path: Path, run_name: str) -> None:
     """Take the run's lock for this process, or raise `RunInUseError` naming the holder."""
     if lock_path in _held:
         return
+    holder = {"pid": os.getpid(), "hostname": socket.gethostname(), "since": _now()}
+    remote = store_of(lock_path)
+    if remote is not None:
+        lease = Lease(*remote, holder)
+        try:
+            lease.acquire()
+        except LeaseHeld as error:
+            raise _in_use(run_name, str(error)) from None
+        _held[lock_path] = lease
+        return
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -36,13 +55,9 @@ def lock_run(lock_path: Path, run_name: str) -> None:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = _describe_holder(lock_path)
+        description = _describe_holder(lock_path)
         os.close(descriptor)
-        raise RunInUseError(
-            f"run {run_name} is in use by {holder}; wait for it to finish (trainflow runs), or "
-            "give another --run-name"
-        ) from None
-    holder = {"pid": os.getpid(), "hostname": socket.gethostname(), "since": _now()}
+        raise _in_use(run_name, description) from None
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, json.dumps(holder).encode(), 0)
     _held[lock_path] = descriptor
@@ -55,9 +70,18 @@ def holds_lock(lock_path: Path) -> bool:
 
 def unlock_run(lock_path: Path) -> None:
     """Release the run's lock if this process holds it."""
-    descriptor = _held.pop(lock_path, None)
-    if descriptor is not None:
-        os.close(descriptor)  # closing the descriptor releases the flock
+    held = _held.pop(lock_path, None)
+    if isinstance(held, Lease):
+        held.release()
+    elif held is not None:
+        os.close(held)  # closing the descriptor releases the flock
+
+
+def _in_use(run_name: str, holder: str) -> RunInUseError:
+    return RunInUseError(
+        f"run {run_name} is in use by {holder}; wait for it to finish (trainflow runs), or give "
+        "another --run-name"
+    )
 
 
 def _describe_holder(lock_path: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -13,9 +12,10 @@ from pydantic import BaseModel, ValidationError
 
 from trainflow.config import RunConfig
 from trainflow.errors import RunStateError
-from trainflow.paths import ArtifactPaths, RunPaths
+from trainflow.paths import RECORD_FILE, ArtifactPaths, RunPaths
 from trainflow.runs.lock import holds_lock, lock_run, unlock_run
 from trainflow.storage.atomic import write_json
+from trainflow.storage.mirror import fetch, remove
 
 logger = logging.getLogger("trainflow.runs")
 
@@ -81,19 +81,20 @@ def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPa
     """
     paths = ArtifactPaths.at(config.artifacts).run(run_name)
     lock_run(paths.lock, run_name)  # before anything of the run is touched
+    fetch(paths.run_dir)  # a run in an object store: what other machines left of it
     previous = read_record(paths)
     if (
         config.fresh
         and paths.run_dir.exists()
         and (previous is None or previous.flow_run_id != flow_run_id)
     ):
-        shutil.rmtree(paths.run_dir)
+        remove(paths.run_dir)
         previous = None
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     logger.info(
         "Run %s in %s (to resume it after a failure: trainflow run --run-name %s)",
         run_name,
-        paths.run_dir,
+        paths.location,
         run_name,
     )
     write_record(
@@ -141,6 +142,7 @@ def fail_run(paths: RunPaths, error: str) -> None:
 
 def list_runs(artifacts: ArtifactPaths) -> list[RunRecord]:
     """All runs under `artifacts`, oldest first; a running run whose process is gone is interrupted."""
+    fetch(artifacts.runs_dir, only=RECORD_FILE)  # from a store: the records, not the runs
     if not artifacts.runs_dir.is_dir():
         return []
     records = []

@@ -3,13 +3,16 @@
 `versions.json` lists every version (run, metrics, data fingerprint, parameters, code version,
 decision); `champion.json` points at the champion's run and remembers the earlier champions for
 `rollback`. Both are replaced atomically, and every change holds `registry.lock`, so concurrent
-promotions are serialised.
+promotions are serialised: an flock under a local root, a lease in the store under a root in an
+object store (see runs/lock.py), so that promotions from several machines are serialised too.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +25,10 @@ from pydantic import BaseModel
 import trainflow
 from trainflow.errors import UserInputError
 from trainflow.paths import ArtifactPaths
+from trainflow.results import Location
 from trainflow.storage.atomic import write_json
+from trainflow.storage.leases import Lease
+from trainflow.storage.mirror import fetch, store_of
 
 
 class ModelVersion(BaseModel):
@@ -34,9 +40,10 @@ class ModelVersion(BaseModel):
     test_accuracy: float
     test_loss: float
     data_fingerprint: str
-    model_path: Path
-    weights_path: Path
-    saved_model_path: Path
+    # Where the run's files are, as a user names them: paths, or URLs in an object store.
+    model_path: Location
+    weights_path: Location
+    saved_model_path: Location
     parameters: dict[str, Any]
     code_version: str
     registered_at: str
@@ -72,14 +79,34 @@ class Registry:
         self.root = artifacts.root / "registry"
         self.versions_file = self.root / "versions.json"
         self.champion_file = self.root / "champion.json"
+        self.refresh()
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the registry's lock (blocking until other writers are done)."""
+        """Hold the registry's lock (blocking until other writers are done), with the registry
+        as the last writer left it."""
+        lock = self.root / "registry.lock"
+        remote = store_of(lock)
+        if remote is not None:
+            lease = Lease(
+                *remote, {"pid": os.getpid(), "hostname": socket.gethostname(), "since": now()}
+            )
+            lease.acquire(wait=True)
+            try:
+                self.refresh()
+                yield
+            finally:
+                lease.release()
+            return
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / "registry.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with lock.open("w") as descriptor:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
             yield
+
+    def refresh(self) -> None:
+        """Read the registry again from the object store, if it is in one."""
+        for path in (self.versions_file, self.champion_file):
+            fetch(path)
 
     def versions(self) -> list[ModelVersion]:
         if not self.versions_file.is_file():

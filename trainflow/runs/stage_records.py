@@ -16,6 +16,7 @@ from typing import Any
 
 from trainflow.paths import RunPaths
 from trainflow.storage.atomic import write_json
+from trainflow.storage.mirror import remove
 
 logger = logging.getLogger("trainflow.stages")
 
@@ -65,4 +66,4 @@ def stage_is_done(paths: RunPaths, stage: str, key: str, outputs: Sequence[Path]
 
 def forget_stage(paths: RunPaths, stage: str) -> None:
     """Drop the record that `stage` finished, so that it runs again (re-evaluation)."""
-    paths.stage_record(stage).unlink(missing_ok=True)
+    remove(paths.stage_record(stage))

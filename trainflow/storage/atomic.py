@@ -2,7 +2,8 @@
 
 Keras writes `.keras` and `.h5` files in place, so a kill during a write leaves a truncated file under
 the final name. Everything here writes under a temporary name that keeps the suffixes Keras insists
-on, flushes and fsyncs it, and renames it into place.
+on, flushes and fsyncs it, and renames it into place; when the artifacts root is an object store,
+the committed file is then uploaded (`mirror.publish`), so the store never holds a part either.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from trainflow.errors import as_storage_error
+from trainflow.storage.mirror import publish
+
+# Temporaries being written: what is written inside one is committed (and uploaded) with it.
+_staging: set[Path] = set()
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -55,14 +60,30 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove(temporary)
+        _staging.add(temporary)
         yield temporary
         fsync_path(temporary)
         _replace(temporary, path)
         _fsync(path.parent)
+        if not _is_staged(path):  # a file inside a directory being written goes with it
+            publish(path)  # an artifacts root in an object store: upload what was just committed
     except OSError as error:
         raise as_storage_error(error, path) or error from error
     finally:
+        _staging.discard(temporary)
         _remove(temporary)
+
+
+def _is_staged(path: Path) -> bool:
+    return any(staging in path.parents for staging in _staging)
+
+
+def write_parquet(table: Any, path: Path) -> None:
+    """Write the pyarrow `table` as Parquet, atomically."""
+    import pyarrow.parquet as pq  # only the writers of tables pay for the import
+
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from trainflow.errors import NonFiniteLossError
+from trainflow.storage.mirror import is_mirrored, publish
 
 logger = logging.getLogger("trainflow.train")
 
@@ -75,6 +76,10 @@ class EpochSummaries(keras.callbacks.Callback):
 
     Used instead of `keras.callbacks.TensorBoard`, which writes a summary of every batch even with
     `update_freq="epoch"`: a per-batch cost that the epoch curves do not need.
+
+    Under an artifacts root in an object store the logs are written locally and uploaded after
+    every epoch (`tf.io.gfile` reads `s3://` only with the tensorflow-io plugin, which this project
+    does not install): `tensorboard --logdir s3://…` needs that plugin, or a local copy.
     """
 
     def __init__(self, log_dir: Path) -> None:
@@ -93,10 +98,15 @@ class EpochSummaries(keras.callbacks.Callback):
             part, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
             with self.writers[part].as_default():
                 tf.summary.scalar(f"epoch_{name}", float(value), step=epoch)
+        if is_mirrored(self.log_dir):
+            for writer in self.writers.values():
+                writer.flush()
+            publish(self.log_dir)
 
     def on_train_end(self, logs=None) -> None:
         for writer in self.writers.values():
             writer.close()
+        publish(self.log_dir)
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -1,0 +1,149 @@
+"""Artifacts in an object store, worked on through a local scratch mirror.
+
+Keras, TensorFlow, pyarrow and matplotlib read and write local files, and so does the rest of
+trainflow: when the artifacts root is a URL, `mirror_root` gives it a per-process scratch
+directory that stands for the root, and this module keeps the two in step:
+
+- `publish(path)`: after a local write commits (`atomic.atomic_path` calls it), upload the file or
+  directory to the same key in the store. A directory's `manifest.json`, its commit marker, goes
+  last; a file's upload is one PUT, which an object store makes visible whole or not at all.
+- `fetch(path)`: before reading, download the key (or every key under it) into the scratch.
+- `remove(path)`, `move(source, target)`: delete or rename locally and in the store (a rename is a
+  copy and a delete there).
+- `location(path)`: the URL a user sees for a scratch path (`s3://…`), or the path itself.
+
+For a local artifacts root none of this does anything: there is no mirror, and the functions
+return at once, so a local run keeps its behaviour and speed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from trainflow.storage.stores import ObjectStore
+
+COMMIT_MARKER = "manifest.json"
+
+_mirrors: dict[Path, ObjectStore] = {}
+_by_url: dict[str, Path] = {}
+_registering = threading.Lock()
+_scratch: Path | None = None
+
+
+def mirror_root(url: str) -> Path:
+    """The local scratch directory standing for the store at `url` in this process (created and
+    the store checked the first time: a store the user must fix fails here, before any work)."""
+    url = url.rstrip("/")
+    with _registering:
+        if url not in _by_url:
+            store = ObjectStore(url)
+            store.check()
+            root = _scratch_dir() / hashlib.sha256(url.encode()).hexdigest()[:16]
+            root.mkdir(parents=True, exist_ok=True)
+            _mirrors[root] = store
+            _by_url[url] = root
+        return _by_url[url]
+
+
+def store_of(path: Path) -> tuple[ObjectStore, str] | None:
+    """The store mirrored at an ancestor of `path`, and `path`'s key in it; None for local paths."""
+    found = _mirror_of(path)
+    return None if found is None else (found[1], _key(found[0], path))
+
+
+def _mirror_of(path: Path) -> tuple[Path, ObjectStore] | None:
+    if not _mirrors:  # a local artifacts root: the common case costs one check
+        return None
+    for root, store in _mirrors.items():
+        if path == root or root in path.parents:
+            return root, store
+    return None
+
+
+def _key(root: Path, path: Path) -> str:
+    return "" if path == root else path.relative_to(root).as_posix()
+
+
+def location(path: Path) -> str:
+    """What a user should be shown for `path`: its store URL when mirrored, else the path."""
+    found = store_of(path)
+    return str(path) if found is None else found[0].url_of(found[1])
+
+
+def publish(path: Path) -> None:
+    """Upload the committed file or directory `path` to its key (nothing for local paths)."""
+    found = store_of(path)
+    if found is None:
+        return
+    store, key = found
+    if path.is_dir():
+        files = sorted(
+            (child for child in path.rglob("*") if child.is_file()),
+            key=lambda child: (child.name == COMMIT_MARKER, child.as_posix()),
+        )
+        wanted = {f"{key}/{child.relative_to(path).as_posix()}" for child in files}
+        for stale in set(store.keys(key)) - wanted:  # left by an earlier version of the directory
+            store.remove(stale)
+        for child in files:
+            store.put_file(child, f"{key}/{child.relative_to(path).as_posix()}")
+    else:
+        store.put_file(path, key)
+
+
+def fetch(path: Path, only: str | None = None) -> None:
+    """Download the key of `path`, or every key under it (with `only`, those of that file name),
+    into the scratch; nothing for local paths, and keys that do not exist leave nothing behind."""
+    found = _mirror_of(path)
+    if found is None:
+        return
+    root, store = found
+    for child_key in store.keys(_key(root, path)):
+        if only is not None and child_key.rpartition("/")[2] != only:
+            continue
+        store.get_file(child_key, root / child_key)
+
+
+def fetched(path: Path) -> Path:
+    """`path`, after `fetch`ing it."""
+    fetch(path)
+    return path
+
+
+def remove(path: Path) -> None:
+    """Delete `path` (a file or a directory tree) locally and in the store."""
+    found = store_of(path)
+    if found is not None:
+        found[0].remove(found[1])
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def move(source: Path, target: Path) -> None:
+    """Rename the file `source` to `target` locally, and in the store by a copy and a delete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    found = store_of(source)
+    if found is not None:
+        publish(target)
+        found[0].remove(found[1])
+
+
+def is_mirrored(path: Path) -> bool:
+    return store_of(path) is not None
+
+
+def _scratch_dir() -> Path:
+    """This process's scratch directory under TMPDIR, removed when the process exits."""
+    global _scratch
+    if _scratch is None:
+        _scratch = Path(tempfile.mkdtemp(prefix=f"trainflow-scratch-{os.getpid()}-"))
+        atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
+    return _scratch

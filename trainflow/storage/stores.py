@@ -1,0 +1,259 @@
+"""Object stores behind URLs (`s3://bucket/prefix`, `memory://…`, any installed fsspec protocol).
+
+`ObjectStore` wraps one fsspec file system rooted at a URL. Every call goes through `_retrying`:
+a transient fault (connection refused or reset, timeout, 5xx, throttling) is retried with backoff
+and, if it lasts, raised as `StoreUnavailableError` (a passing fault the task retries); a missing
+bucket or refused credentials are `StoreError`s naming the store and the fix. Nothing here ever
+reports a fault as missing or damaged content.
+
+Credentials and the endpoint come from the standard environment (`AWS_ENDPOINT_URL`,
+`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION` for s3), so any S3-compatible
+service works; they are never stored in or printed with a URL.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from trainflow.errors import StoreError, StoreUnavailableError, error_reason
+
+logger = logging.getLogger("trainflow.storage")
+
+T = TypeVar("T")
+
+# Backoff between attempts at a transient fault: about half a minute in all, enough for a store
+# that restarts, short enough that a dead one fails the task (which Prefect retries) soon.
+RETRY_DELAYS = (0.5, 1, 2, 4, 8, 16)
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EIO,
+        errno.EBUSY,
+        errno.EAGAIN,
+        errno.ETIMEDOUT,
+        errno.ECONNRESET,
+        errno.ECONNREFUSED,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        getattr(errno, "EREMOTEIO", errno.EIO),
+    }
+)
+# Packages that provide the common protocols, for the error when one is missing.
+PROTOCOL_PACKAGES = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+}
+
+
+def is_url(location: str | Path) -> bool:
+    """True for `scheme://…` locations other than `file://`: they never become local paths."""
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
+
+
+def local_path_of(location: str | Path) -> Path:
+    """A local location (`path` or `file://path`) as a path."""
+    text = str(location)
+    return Path(text.removeprefix("file://"))
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for faults another attempt may not meet: the network and the store's 5xx answers."""
+    if isinstance(
+        error,
+        (
+            FileNotFoundError,
+            FileExistsError,
+            PermissionError,
+            IsADirectoryError,
+            NotADirectoryError,
+        ),
+    ):
+        return False
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(error, OSError):
+        return error.errno in TRANSIENT_ERRNOS
+    # botocore and aiohttp faults do not derive from OSError: judge them by their class names.
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(
+        names
+        & {
+            "BotoCoreError",
+            "HTTPClientError",
+            "ClientError",
+            "ClientPayloadError",
+            "ServerTimeoutError",
+            "ConnectionError",
+            "IncompleteRead",
+        }
+    ) and not (names & {"NoCredentialsError", "PartialCredentialsError", "ParamValidationError"})
+
+
+class ObjectStore:
+    """The objects under one URL root, addressed by `/`-separated keys relative to it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        parts = urlsplit(self.url)
+        if parts.username or parts.password:
+            raise StoreError(
+                f"store {_redacted(self.url)}: put credentials in the environment "
+                "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), not in the URL"
+            )
+        self.protocol = parts.scheme
+        self.fs = _filesystem(self.protocol, self.url)
+        self.root = self.url.split("://", 1)[1]
+
+    def path(self, key: str) -> str:
+        """The file system path of `key` (no protocol)."""
+        return f"{self.root}/{key}" if key else self.root
+
+    def url_of(self, key: str) -> str:
+        return f"{self.url}/{key}" if key else self.url
+
+    def check(self) -> None:
+        """Fail with a one-line `StoreError` unless the store answers and its root can be listed:
+        called before a run touches anything, so what the user must fix is reported at once."""
+        try:
+            if self.protocol in ("s3", "s3a"):
+                bucket = self.root.split("/", 1)[0]
+                self.call(lambda: self.fs.call_s3("head_bucket", Bucket=bucket), "reach")
+            else:
+                self.call(lambda: self.fs.ls(self.path(""), detail=False), "reach")
+        except FileNotFoundError:
+            if self.protocol in ("s3", "s3a"):
+                raise StoreError(
+                    f"store {self.url}: bucket {bucket!r} does not exist; create it (e.g. `aws s3 "
+                    f"mb s3://{bucket}`) or fix --artifacts"
+                ) from None
+        except StoreUnavailableError as error:
+            raise StoreError(
+                f"cannot reach the store {self.url} ({error_reason(error.__cause__)}); "
+                f"check {_endpoint_hint(self.protocol)} and that the store is running"
+            ) from None
+
+    def call(self, operation: Callable[[], T], what: str) -> T:
+        """Run `operation`, retrying transient faults; see the module docstring."""
+        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+            try:
+                return operation()
+            except PermissionError as error:
+                raise StoreError(
+                    f"store {self.url} refused the credentials ({error_reason(error)}); set "
+                    f"{_credentials_hint(self.protocol)} for it"
+                ) from None
+            except Exception as error:
+                if type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+                    raise StoreError(
+                        f"store {self.url}: no credentials found; set "
+                        f"{_credentials_hint(self.protocol)}"
+                    ) from None
+                if not is_transient(error):
+                    raise
+                if delay is None:
+                    raise StoreUnavailableError(
+                        f"store {self.url} did not answer ({what}, {attempt + 1} attempts): "
+                        f"{error_reason(error)}"
+                    ) from error
+                logger.warning(
+                    "Store %s failed to %s (%s); trying again in %s s",
+                    self.url,
+                    what,
+                    error_reason(error),
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def put_file(self, local: Path, key: str) -> None:
+        self.call(lambda: self.fs.put_file(str(local), self.path(key)), f"write {key}")
+
+    def get_file(self, key: str, local: Path) -> None:
+        """Download `key` to `local` whole or not at all (a temporary name, then a rename)."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(f".{local.name}.download-{os.getpid()}")
+        try:
+            self.call(lambda: self.fs.get_file(self.path(key), str(partial)), f"read {key}")
+            os.replace(partial, local)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def keys(self, prefix: str) -> list[str]:
+        """Keys of every object under `prefix` (recursively), relative to the root."""
+        base = self.path(prefix).rstrip("/")
+        try:
+            found = self.call(lambda: self.fs.find(base), f"list {prefix}")
+        except FileNotFoundError:
+            return []
+        return sorted(path[len(self.root) + 1 :] for path in found if path != base or prefix == "")
+
+    def remove(self, key: str) -> None:
+        """Remove the object `key`, or every object under it; a missing one is not an error."""
+        try:
+            self.call(lambda: self.fs.rm(self.path(key), recursive=True), f"remove {key}")
+        except FileNotFoundError:
+            pass
+
+
+def _filesystem(protocol: str, url: str):
+    import fsspec
+
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as error:
+        package = PROTOCOL_PACKAGES.get(protocol)
+        fix = (
+            f"install {package} (pip install {package})"
+            if package
+            else "install its fsspec package"
+        )
+        known = protocol in fsspec.available_protocols()
+        raise StoreError(
+            f"store {url}: the {protocol}:// protocol is not "
+            f"{'installed' if known else 'known to fsspec'}; {fix}, or use a local directory"
+        ) from error
+    options: dict = {"skip_instance_cache": True, "use_listings_cache": False}
+    if protocol in ("s3", "s3a"):
+        # Short timeouts and no retries of botocore's own: `ObjectStore.call` retries, and says so.
+        options["config_kwargs"] = {
+            "connect_timeout": 5,
+            "read_timeout": 60,
+            "retries": {"max_attempts": 1},
+        }
+    return cls(**options)
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    return (
+        url.replace(parts.netloc, parts.hostname or "") if parts.password or parts.username else url
+    )
+
+
+def _endpoint_hint(protocol: str) -> str:
+    if protocol in ("s3", "s3a"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        return (
+            f"AWS_ENDPOINT_URL (now {endpoint})"
+            if endpoint
+            else "AWS_ENDPOINT_URL (not set: AWS itself)"
+        )
+    return "the store's address"
+
+
+def _credentials_hint(protocol: str) -> str:
+    if protocol in ("s3", "s3a"):
+        return "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    return "the store's credentials"
