@@ -48,11 +48,13 @@ def _stop_with_parent() -> None:
 
 
 class LocalServer:
-    """`prefect server start` on a port of `host` (default: loopback only); use `start`, `wait_until_healthy`, `stop`, or the
-    object as a context manager.
+    """`prefect server start` on a port of `host` (default: loopback only); use `start`,
+    `wait_until_healthy`, `stop`, or the object as a context manager.
 
     By default the server is tied to this process (it stops when this process dies); `detached`
     puts it in a session of its own that outlives this process, for a long-lived local stack.
+    `settings` are environment variables for the server only (its database URL, its basic-auth
+    string): they may hold secrets, so they are passed to the server and kept nowhere else.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class LocalServer:
         detached: bool = False,
         log: Path | None = None,
         host: str = LOOPBACK,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.home = home
         self.services = services
@@ -72,6 +75,7 @@ class LocalServer:
         client_host = LOOPBACK if host in ("0.0.0.0", "::") else host
         self.api_url = f"http://{client_host}:{self.port}/api"
         self.detached = detached
+        self.settings = settings or {}
         self.process: subprocess.Popen | None = None
         self.log = log.open("w+") if log is not None else tempfile.TemporaryFile(mode="w+")
 
@@ -83,6 +87,7 @@ class LocalServer:
         environment["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         if self.home is not None:
             environment["PREFECT_HOME"] = str(self.home)
+        environment.update(self.settings)
         arguments = [
             PREFECT_COMMAND,
             "server",

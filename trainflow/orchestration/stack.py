@@ -1,84 +1,196 @@
-"""`trainflow stack up|down`: a local Prefect server, the work pool, the deployments and a worker.
+"""`trainflow stack up|down`: a local Prefect server, its database, the work pool, the
+deployments and the workers.
 
-Everything lives under one PREFECT_HOME (by default `<project>/.prefect-home`: SQLite database,
-logs, `stack.json` with the process ids), the server listens on 127.0.0.1 only, and `down` stops
-exactly the processes `up` started.
+Everything lives under one home (by default `<project>/.prefect-home`): the SQLite database (the
+default) or, with `--postgres`, a local PostgreSQL cluster (see `postgres.py` for where it lives
+when run as root); the workers' directories (`workers.py`); the secrets, each in a file of mode
+0600 (`credentials.py`); the logs; and `stack.json`, which records the process ids and the
+database URL without its password. The server listens on 127.0.0.1 unless `--host` says
+otherwise, and then asks every client for the basic-auth string in `<home>/auth`. `down` stops
+exactly what `up` started.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field, model_validator
 
 from trainflow.errors import UserInputError
+from trainflow.orchestration.credentials import (
+    ensure_auth_string,
+    redact_url,
+    requires_auth,
+    scrub,
+)
+from trainflow.orchestration.postgres import (
+    Cluster,
+    check_database_url,
+    cluster_is_running,
+    find_binaries,
+    start_cluster,
+    stop_cluster,
+)
 from trainflow.orchestration.prefect_server import (
     LOOPBACK,
     PREFECT_COMMAND,
     LocalServer,
     is_healthy,
 )
+from trainflow.orchestration.processes import is_alive, stop_group
+from trainflow.orchestration.workers import WORK_POOL, start_worker, worker_places
 
-WORK_POOL = "trainflow-local"
 AUTOMATIONS_FILE = Path("deployments/automations.yaml")
-STOP_TIMEOUT = 30
+# A user's own database settings: the stack's server is given the one stack.json records (under
+# the first name, which Prefect prefers), and its clients need none.
+DATABASE_VARIABLES = (
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+)
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """How `stack up` builds the stack: where it listens, its database, workers, credentials."""
+
+    port: int
+    host: str = LOOPBACK
+    workers: int = 1
+    postgres: bool = False  # a local PostgreSQL cluster under the home
+    database_url: str | None = None  # an existing PostgreSQL server instead
+    auth: bool = False  # basic auth even on loopback (always on other addresses)
 
 
 class Stack(BaseModel):
-    """What `stack.json` records about a running stack."""
+    """What `stack.json` records about a running stack (no secret in it)."""
 
     api_url: str
     server_pid: int
-    worker_pid: int
+    worker_pids: list[int]
+    worker_names: list[str] = []
+    database_url: str | None = None  # redacted: the password is `***`
+    postgres: Cluster | None = None  # the cluster `up` started, which `down` stops
+    auth_file: str | None = None  # where the basic-auth string is, when the server asks for one
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_single_worker(cls, data: object) -> object:
+        """A stack.json written before several workers records one `worker_pid`."""
+        if isinstance(data, dict) and "worker_pids" not in data and "worker_pid" in data:
+            data = {**data, "worker_pids": [data["worker_pid"]]}
+        return data
+
+    @computed_field
+    @property
+    def worker_pid(self) -> int:
+        """The first worker's pid (what stack.json recorded before several workers)."""
+        return self.worker_pids[0]
 
 
-def stack_environment(project_dir: Path, home: Path, api_url: str) -> dict[str, str]:
-    """The environment of the worker and of every `prefect` command aimed at the stack."""
-    return {
-        **os.environ,
+def stack_environment(
+    project_dir: Path, home: Path, api_url: str, auth_string: str | None = None
+) -> dict[str, str]:
+    """The environment of the workers and of every `prefect` command aimed at the stack."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        # An API key would take precedence over the auth string and be refused (401).
+        if key not in ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", *DATABASE_VARIABLES)
+    }
+    environment |= {
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": api_url,
         "TRAINFLOW_PROJECT_DIR": str(project_dir),
     }
+    if auth_string is not None:
+        environment["PREFECT_API_AUTH_STRING"] = auth_string
+    return environment
 
 
-def stack_up(project_dir: Path, home: Path, port: int, host: str = LOOPBACK) -> Stack:
-    """Start the server, create the work pool, deploy `deployments/prefect.yaml`, install
-    `deployments/automations.yaml`, and start a worker. Stops the server again if a step fails."""
+def stack_up(project_dir: Path, home: Path, options: StackOptions) -> Stack:
+    """Start the database (with `--postgres`), the server, create the work pool, deploy
+    `deployments/prefect.yaml`, install `deployments/automations.yaml`, and start the workers.
+
+    Returns the running stack unchanged when all of it is alive; stops the remains of a stack
+    that is only partly alive first; stops what it started if a step fails."""
     home.mkdir(parents=True, exist_ok=True)
     running = read_stack(home)
-    if running is not None and is_healthy(running.api_url) and _alive(running.worker_pid):
-        return running
-    server = LocalServer(
-        home=home, services=True, port=port, detached=True, log=home / "server.log", host=host
-    )
-    server.start()
+    if running is not None:
+        if is_running(running):
+            return running
+        _stop(running)
+        (home / "stack.json").unlink()
+    bin_dir = find_binaries() if options.postgres else None
+    auth_string = ensure_auth_string(home) if requires_auth(options.host, options.auth) else None
+    cluster, server, worker_pids = None, None, []
+    secrets = [auth_string, auth_string.partition(":")[2]] if auth_string else []
     try:
-        server.wait_until_healthy()
-        environment = stack_environment(project_dir, home, server.api_url)
-        _prepare_server(project_dir, environment)
-    except BaseException:
-        _stop_group(server.process.pid)
-        raise
-    with (home / "worker.log").open("a") as log:
-        worker = subprocess.Popen(
-            [PREFECT_COMMAND, "worker", "start", "--pool", WORK_POOL],
-            cwd=project_dir,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        if bin_dir is not None:
+            cluster, database_url = start_cluster(home, bin_dir)
+        elif options.database_url is not None:
+            database_url = check_database_url(options.database_url)
+        else:
+            database_url = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+        secrets.append(_password(database_url))
+        settings = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url}
+        if auth_string is not None:
+            settings["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+        server = LocalServer(
+            home=home,
+            services=True,
+            port=options.port,
+            detached=True,
+            log=home / "server.log",
+            host=options.host,
+            settings=settings,
         )
-    stack = Stack(api_url=server.api_url, server_pid=server.process.pid, worker_pid=worker.pid)
+        server.start()
+        server.wait_until_healthy()
+        environment = stack_environment(project_dir, home, server.api_url, auth_string)
+        _prepare_server(project_dir, environment)
+        places = worker_places(home, options.workers)
+        for place in places:
+            worker_pids.append(start_worker(place, environment))
+    except RuntimeError as error:
+        _stop_started(server, worker_pids, cluster)
+        raise RuntimeError(scrub(str(error), *secrets)) from None
+    except BaseException:
+        _stop_started(server, worker_pids, cluster)
+        raise
+    stack = Stack(
+        api_url=server.api_url,
+        server_pid=server.process.pid,
+        worker_pids=worker_pids,
+        worker_names=[place.name for place in places],
+        database_url=redact_url(database_url),
+        postgres=cluster,
+        auth_file=str(home / "auth") if auth_string is not None else None,
+    )
     (home / "stack.json").write_text(stack.model_dump_json(indent=2))
     return stack
+
+
+def _password(url: str) -> str | None:
+    """The password in a database URL, to keep out of error messages."""
+    return urlsplit(url).password
+
+
+def _stop_started(
+    server: LocalServer | None, worker_pids: list[int], cluster: Cluster | None
+) -> None:
+    """Stop what a failed `up` had started, newest first."""
+    for pid in worker_pids:
+        stop_group(pid)
+    if server is not None and server.process is not None:
+        stop_group(server.process.pid)
+    if cluster is not None:
+        stop_cluster(cluster)
 
 
 def _prepare_server(project_dir: Path, environment: dict[str, str]) -> None:
@@ -97,13 +209,14 @@ def _prepare_server(project_dir: Path, environment: dict[str, str]) -> None:
     ]
     for automation in automations:
         inspect = [PREFECT_COMMAND, "automation", "inspect", automation["name"]]
-        if subprocess.run(inspect, env=environment, capture_output=True).returncode != 0:
+        found = subprocess.run(inspect, env=environment, capture_output=True, check=False)
+        if found.returncode != 0:
             commands.append(
                 [PREFECT_COMMAND, "automation", "create", "--from-json", json.dumps(automation)]
             )
     for command in commands:
         completed = subprocess.run(
-            command, cwd=project_dir, env=environment, capture_output=True, text=True
+            command, cwd=project_dir, env=environment, capture_output=True, text=True, check=False
         )
         if completed.returncode != 0:
             raise RuntimeError(
@@ -112,47 +225,34 @@ def _prepare_server(project_dir: Path, environment: dict[str, str]) -> None:
 
 
 def stack_down(home: Path) -> Stack:
-    """Stop the worker (and its flow runs), then the server, that `stack_up` started."""
+    """Stop the workers (and their flow runs), the server, then the PostgreSQL cluster, that
+    `stack_up` started."""
     stack = read_stack(home)
     if stack is None:
         raise UserInputError(f"no stack is running from {home} (no {home / 'stack.json'})")
-    for pid in (stack.worker_pid, stack.server_pid):
-        _stop_group(pid)
+    _stop(stack)
     (home / "stack.json").unlink()
     return stack
+
+
+def _stop(stack: Stack) -> None:
+    """Stop the stack's processes: workers first (no new flow runs), the database last."""
+    for pid in (*stack.worker_pids, stack.server_pid):
+        stop_group(pid)
+    if stack.postgres is not None:
+        stop_cluster(stack.postgres)
+
+
+def is_running(stack: Stack) -> bool:
+    """True when the server answers and every worker and the database cluster are alive."""
+    return (
+        is_healthy(stack.api_url)
+        and all(is_alive(pid) for pid in stack.worker_pids)
+        and (stack.postgres is None or cluster_is_running(stack.postgres))
+    )
 
 
 def read_stack(home: Path) -> Stack | None:
     """The running stack recorded under `home`, if any."""
     path = home / "stack.json"
     return Stack.model_validate(json.loads(path.read_text())) if path.is_file() else None
-
-
-def _alive(pid: int) -> bool:
-    """True while process `pid` runs; an exited one not yet reaped by its parent (a zombie) does
-    not count."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        # The state follows the command name in parentheses, which may itself hold spaces.
-        return stat.read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc (not Linux): os.kill's answer stands
-
-
-def _stop_group(pid: int) -> None:
-    """SIGTERM the process group `pid` leads; SIGKILL it if it is still there after a while."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
