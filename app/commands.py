@@ -70,8 +70,10 @@ def _flow_with_server(
     if config is None:
         return None
     from trainflow.data.sources import locate_source_files
+    from trainflow.paths import ArtifactPaths
 
     locate_source_files(config.source)  # a missing path fails here, before any server starts
+    ArtifactPaths.at(config.artifacts)  # and so does a store that is missing or refuses us
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         from trainflow.orchestration.prefect_server import LocalServer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 import sys
 from collections.abc import Iterator
@@ -166,3 +167,19 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def server_environment(prefect_server: str, cli_environment: dict[str, str]) -> dict[str, str]:
     """Environment for `trainflow` subprocesses that report to the session's Prefect server."""
     return {**cli_environment, "PREFECT_API_URL": prefect_server}
+
+
+@pytest.fixture(scope="module")
+def s3_store():
+    """A real S3-compatible server (moto's) on 127.0.0.1 for the tests of one module."""
+    from tests.s3_server import s3_server
+
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(s3_store, request) -> str:
+    """A new bucket in `s3_store`, named after the test."""
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    return s3_store.make_bucket(name)

@@ -31,6 +31,9 @@ T = TypeVar("T")
 # Backoff between attempts at a transient fault: about half a minute in all, enough for a store
 # that restarts, short enough that a dead one fails the task (which Prefect retries) soon.
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 16)
+# Before a run starts, a store that does not answer is more likely misconfigured than restarting:
+# the user hears about it in seconds.
+CHECK_DELAYS = (0.5, 1)
 TRANSIENT_ERRNOS = frozenset(
     {
         errno.EIO,
@@ -129,9 +132,11 @@ class ObjectStore:
         try:
             if self.protocol in ("s3", "s3a"):
                 bucket = self.root.split("/", 1)[0]
-                self.call(lambda: self.fs.call_s3("head_bucket", Bucket=bucket), "reach")
+                self.call(
+                    lambda: self.fs.call_s3("head_bucket", Bucket=bucket), "reach", CHECK_DELAYS
+                )
             else:
-                self.call(lambda: self.fs.ls(self.path(""), detail=False), "reach")
+                self.call(lambda: self.fs.ls(self.path(""), detail=False), "reach", CHECK_DELAYS)
         except FileNotFoundError:
             if self.protocol in ("s3", "s3a"):
                 raise StoreError(
@@ -144,9 +149,12 @@ class ObjectStore:
                 f"check {_endpoint_hint(self.protocol)} and that the store is running"
             ) from None
 
-    def call(self, operation: Callable[[], T], what: str) -> T:
-        """Run `operation`, retrying transient faults; see the module docstring."""
-        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+    def call(
+        self, operation: Callable[[], T], what: str, delays: tuple[float, ...] = RETRY_DELAYS
+    ) -> T:
+        """Run `operation`, retrying transient faults after each of `delays` seconds; see the
+        module docstring."""
+        for attempt, delay in enumerate((*delays, None)):
             try:
                 return operation()
             except PermissionError as error:
@@ -167,7 +175,9 @@ class ObjectStore:
                         f"store {self.url} did not answer ({what}, {attempt + 1} attempts): "
                         f"{error_reason(error)}"
                     ) from error
-                logger.warning(
+                # Quiet while checking a store before a run: its error alone says it all.
+                logger.log(
+                    logging.DEBUG if delays is CHECK_DELAYS else logging.WARNING,
                     "Store %s failed to %s (%s); trying again in %s s",
                     self.url,
                     what,
@@ -197,7 +207,8 @@ class ObjectStore:
             found = self.call(lambda: self.fs.find(base), f"list {prefix}")
         except FileNotFoundError:
             return []
-        return sorted(path[len(self.root) + 1 :] for path in found if path != base or prefix == "")
+        # A file's own key is in what `find` returns for it: fetching one file goes this way too.
+        return sorted(path[len(self.root) + 1 :] for path in found if path != self.root)
 
     def remove(self, key: str) -> None:
         """Remove the object `key`, or every object under it; a missing one is not an error."""

@@ -1,0 +1,119 @@
+"""Locks across machines on a real S3-compatible store: a run name is held by one machine at a
+time, a dead holder's lease expires, and promotions from two machines leave the registry whole."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import TRAINFLOW
+from tests.s3_server import S3Server
+from tests.store_machines import RUN_TIMEOUT, machine, run_options, trainflow
+from trainflow.storage.leases import EXPIRY_SECONDS
+
+LONG_RUN = ("--epochs", "60", "--patience", "60")
+
+
+def wait_for_key(store: S3Server, bucket: str, key: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while key not in store.keys(bucket, key):
+        assert process.poll() is None, "the run ended before it took its lock"
+        assert time.monotonic() < deadline, f"{key} never appeared"
+        time.sleep(0.2)
+
+
+def test_a_second_machine_is_refused_while_the_first_runs_and_takes_over_once_it_died(
+    s3_store: S3Server, bucket: str, idx_dir: Path, tmp_path: Path
+):
+    artifacts = f"s3://{bucket}/team"
+    cwd_a, machine_a = machine(tmp_path, "machine-a", s3_store)
+    first = subprocess.Popen(
+        [TRAINFLOW, *run_options(idx_dir, artifacts, "race", *LONG_RUN)],
+        cwd=cwd_a,
+        env=machine_a,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_key(s3_store, bucket, "team/locks/race.lock", first)
+        cwd_b, machine_b = machine(tmp_path, "machine-b", s3_store)
+        refused = trainflow(cwd_b, machine_b, *run_options(idx_dir, artifacts, "race", *LONG_RUN))
+        assert first.poll() is None, "the first machine's run ended before the race was decided"
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        message = refused.stderr.strip().splitlines()[-1]
+        assert message.startswith("trainflow: error: run race is in use by process ")
+        assert f"process {first.pid} on " in message
+        assert "Traceback" not in refused.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+    # The holder died without releasing its lease: it expires, and the next attempt takes over.
+    started = time.monotonic()
+    resumed = trainflow(cwd_b, machine_b, *run_options(idx_dir, artifacts, "race", *LONG_RUN))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Took over the lock" in resumed.stderr
+    assert json.loads(resumed.stdout)["resumed_from_step"] is not None
+    assert time.monotonic() - started < RUN_TIMEOUT
+    assert EXPIRY_SECONDS <= 60  # a dead holder blocks for a bounded time
+
+
+PROMOTE = """
+import sys
+from trainflow.paths import ArtifactPaths
+from trainflow.runs.registry import ModelVersion, Registry, now
+
+artifacts, machine = sys.argv[1], sys.argv[2]
+registry = Registry(ArtifactPaths.at(artifacts))
+for index in range(4):
+    version = ModelVersion(
+        run_name=f"{machine}-{index}", decision="promoted", reason="test", test_accuracy=0.9,
+        test_loss=0.1, data_fingerprint="f", model_path="m", weights_path="w",
+        saved_model_path="s", parameters={}, code_version="c", registered_at=now(),
+    )
+    with registry.locked():  # what promote_challenger does
+        registry.register(version)
+"""
+
+
+def test_eight_promotions_from_two_machines_keep_the_registry_consistent(
+    s3_store: S3Server, bucket: str, tmp_path: Path
+):
+    artifacts = f"s3://{bucket}/team"
+    processes = []
+    for name in ("machine-a", "machine-b"):
+        cwd, environment = machine(tmp_path, name, s3_store)
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", PROMOTE, artifacts, name],
+                cwd=cwd,
+                env=environment,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for process in processes:
+        assert process.wait(timeout=RUN_TIMEOUT) == 0, process.stderr.read()[-3000:]
+
+    client = s3_store.client()
+    versions = json.loads(
+        client.get_object(Bucket=bucket, Key="team/registry/versions.json")["Body"].read()
+    )
+    champion = json.loads(
+        client.get_object(Bucket=bucket, Key="team/registry/champion.json")["Body"].read()
+    )
+    names = [version["run_name"] for version in versions]
+    assert sorted(names) == sorted(f"{m}-{i}" for m in ("machine-a", "machine-b") for i in range(4))
+    for name in ("machine-a", "machine-b"):  # each machine's promotions in its own order
+        own = [run for run in names if run.startswith(name)]
+        assert own == [f"{name}-{index}" for index in range(4)]
+    # Every promotion saw the one before it: the champion chain is the registration order.
+    assert champion["run_name"] == names[-1]
+    assert champion["previous"] == names[:-1]
+    assert "team/locks/registry.lock" not in s3_store.keys(bucket, "team/")
+    assert "team/registry/registry.lock" not in s3_store.keys(bucket, "team/")
