@@ -2,7 +2,9 @@
 reading them with the right reader.
 
 `keras.datasets` sources are downloaded (or taken from Keras's cache); file sources are read by
-`idx.py`, `npz.py`, `parquet.py` and `images.py`.
+`idx.py`, `npz.py`, `parquet.py` and `images.py`. A source at a URL is first brought into this
+process's local copy of it (`remote.py`) and then found, digested and read there like a local one,
+with its URL in every message.
 """
 
 from __future__ import annotations
@@ -16,18 +18,28 @@ from trainflow.data.images import class_folders, image_files, read_image_directo
 from trainflow.data.npz import read_npz
 from trainflow.data.parquet import read_parquet_directory
 from trainflow.data.raw import RawSplit
+from trainflow.data.remote import fetch_copy, named_by_url, url_named
 from trainflow.errors import DataSourceError, DownloadError
 from trainflow.storage.digests import sha256_of_files
 
 
 def locate_source_files(source: DataSource) -> list[Path]:
-    """The files a local source reads, sorted; empty for `keras.datasets` sources.
+    """The local files a source reads, sorted; empty for `keras.datasets` sources. For a URL
+    source, they are those of this process's copy, brought in step with the store first.
 
-    Raises `DataSourceError` when the path does not exist or holds no recognisable files.
+    Raises `DataSourceError` when the path or URL does not exist or holds no recognisable files
+    (and the store's `StoreError` when the store itself cannot be used).
     """
     if source.location is None:
         return []
-    location = source.location
+    if source.url is None:
+        return _files_of(source, source.location)
+    fetch_copy(source)
+    with named_by_url(source):
+        return _files_of(source, source.location)
+
+
+def _files_of(source: DataSource, location: Path) -> list[Path]:
     if not location.exists():
         raise DataSourceError(
             f"dataset path {location} does not exist; give an existing path as {DATASET_HELP}"
@@ -84,6 +96,20 @@ def read_source(
 ) -> dict[str, RawSplit]:
     """Read the raw splits of `source` from `files` (as found by `locate_source_files`); an image
     folder's images are resized to `image_size` (height, width) if given."""
+    if source.url is None:
+        return _read_files(source, files, image_size)
+    with named_by_url(source):
+        splits = _read_files(source, files, image_size)
+    # Later checks quote a split's origin: the URL, not the copy's path.
+    return {
+        name: RawSplit(split.images, split.labels, url_named(source, split.origin))
+        for name, split in splits.items()
+    }
+
+
+def _read_files(
+    source: DataSource, files: list[Path], image_size: tuple[int, int] | None
+) -> dict[str, RawSplit]:
     if source.kind in ("mnist", "fashion_mnist"):
         return read_keras_dataset(source.kind)
     if source.kind == "idx":
