@@ -12,7 +12,7 @@ import json
 import signal
 from pathlib import Path
 
-from tests.s3_server import S3Server
+from tests.s3_server import CREDENTIALS, S3Server
 from tests.store_machines import (
     STEPS_PER_EPOCH,
     committed_checkpoints,
@@ -71,3 +71,11 @@ def test_a_run_killed_on_one_machine_resumes_on_another_bit_for_bit(
     assert differing_arrays(moved / final, whole / final) == []  # optimizer state too
     for cwd in (cwd_a, cwd_b, cwd_c):
         nothing_local_named_after_the_url(cwd)
+
+    # The store's credentials are nowhere: not in what the runs printed, nor in any object.
+    client = s3_store.client()
+    secrets = [CREDENTIALS["AWS_SECRET_ACCESS_KEY"], CREDENTIALS["AWS_ACCESS_KEY_ID"]]
+    outputs = [killed.stdout, killed.stderr, resumed.stdout, resumed.stderr, reference.stderr]
+    for key in s3_store.keys(bucket):
+        outputs.append(client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("latin-1"))
+    assert not [secret for secret in secrets for output in outputs if secret in output]
