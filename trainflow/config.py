@@ -18,7 +18,10 @@ OptimizerName = Literal["adam", "sgd", "adamw", "rmsprop"]
 
 KERAS_SOURCES = ("mnist", "fashion_mnist")
 FILE_SOURCES = ("idx", "npz", "parquet", "images")
-DATASET_HELP = "mnist, fashion_mnist, idx:DIR, npz:FILE, parquet:DIR or images:DIR"
+DATASET_HELP = (
+    "mnist, fashion_mnist, idx:DIR, npz:FILE, parquet:DIR or images:DIR (DIR and FILE may be "
+    "s3:// or other fsspec URLs)"
+)
 BUILT_IN_MODELS = ("mlp", "cnn")
 MODEL_HELP = (
     "mlp, cnn, or MODULE:FUNCTION, a function (input_shape, num_classes) -> keras.Model importable "

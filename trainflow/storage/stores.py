@@ -86,22 +86,20 @@ def is_transient(error: BaseException) -> bool:
         return False
     if isinstance(error, (ConnectionError, TimeoutError)):
         return True
-    if isinstance(error, OSError):
-        return error.errno in TRANSIENT_ERRNOS
-    # botocore and aiohttp faults do not derive from OSError: judge them by their class names.
+    # botocore and aiohttp faults are judged by their class names (some of them are OSErrors
+    # without an errno, some not OSErrors at all).
     names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(
-        names
-        & {
-            "BotoCoreError",
-            "HTTPClientError",
-            "ClientError",
-            "ClientPayloadError",
-            "ServerTimeoutError",
-            "ConnectionError",
-            "IncompleteRead",
-        }
-    ) and not (names & {"NoCredentialsError", "PartialCredentialsError", "ParamValidationError"})
+    if names & {"NoCredentialsError", "PartialCredentialsError", "ParamValidationError"}:
+        return False
+    if names & {
+        "BotoCoreError",
+        "HTTPClientError",
+        "ClientPayloadError",
+        "ServerTimeoutError",
+        "IncompleteRead",
+    }:
+        return True
+    return isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS
 
 
 class ObjectStore:
@@ -117,7 +115,7 @@ class ObjectStore:
             )
         self.protocol = parts.scheme
         self.fs = _filesystem(self.protocol, self.url)
-        self.root = self.url.split("://", 1)[1]
+        self.root = self.fs._strip_protocol(self.url).rstrip("/")  # e.g. memory:// adds a "/"
 
     def path(self, key: str) -> str:
         """The file system path of `key` (no protocol)."""
@@ -141,7 +139,7 @@ class ObjectStore:
             if self.protocol in ("s3", "s3a"):
                 raise StoreError(
                     f"store {self.url}: bucket {bucket!r} does not exist; create it (e.g. `aws s3 "
-                    f"mb s3://{bucket}`) or fix --artifacts"
+                    f"mb s3://{bucket}`) or fix the URL"
                 ) from None
         except StoreUnavailableError as error:
             raise StoreError(

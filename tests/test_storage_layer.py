@@ -1,0 +1,125 @@
+"""The storage layer on a real S3-compatible server, without Prefect: URLs stay URLs, committed
+files reach the store, checkpoints commit manifest last and retention deletes only older ones, a
+damaged checkpoint in the store is set aside there, and faults are sorted from damage."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+
+import pytest
+
+from tests.s3_server import S3Server
+from trainflow.checkpoints.state import ResumeState
+from trainflow.checkpoints.store import load_latest_checkpoint
+from trainflow.checkpoints.writer import write_checkpoint
+from trainflow.config import RunConfig
+from trainflow.errors import StoreError
+from trainflow.paths import ArtifactPaths
+from trainflow.storage.atomic import write_json
+from trainflow.storage.mirror import fetch, location
+from trainflow.storage.stores import ObjectStore, is_transient
+
+
+@pytest.fixture
+def in_store(s3_store: S3Server, bucket: str, monkeypatch) -> ArtifactPaths:
+    """This process's environment pointed at the store, and an artifacts root in its bucket."""
+    for key, value in s3_store.environment.items():
+        monkeypatch.setenv(key, value)
+    return ArtifactPaths.at(f"s3://{bucket}/team")
+
+
+def state_at(step: int) -> ResumeState:
+    return ResumeState(
+        model_kind="mlp", data_fingerprint="f", seed=0, batch_size=32, global_step=step
+    )
+
+
+def test_a_url_never_becomes_a_local_path(in_store: ArtifactPaths, bucket: str):
+    config = RunConfig(artifacts=f"s3://{bucket}/team")
+    assert config.artifacts == f"s3://{bucket}/team"
+    assert "s3:" not in in_store.root.as_posix()
+    assert in_store.location == f"s3://{bucket}/team"
+    assert in_store.run("r").location == f"s3://{bucket}/team/runs/r"
+    assert ArtifactPaths.at(f"s3://{bucket}/team") == in_store  # one mirror a process
+
+
+def test_committed_files_reach_the_store_and_come_back(
+    in_store: ArtifactPaths, s3_store: S3Server, bucket: str
+):
+    paths = in_store.run("r")
+    write_json(paths.record, {"status": "running"})
+    assert s3_store.keys(bucket, "team/runs/r/") == ["team/runs/r/run.json"]
+    shutil.rmtree(paths.run_dir)  # nothing local, as on another machine
+    fetch(paths.run_dir)
+    assert paths.record.read_text().strip().startswith("{")
+    assert location(paths.record) == f"s3://{bucket}/team/runs/r/run.json"
+
+
+def test_retention_deletes_only_checkpoints_older_than_a_newer_commit(
+    in_store: ArtifactPaths, s3_store: S3Server, bucket: str
+):
+    paths = in_store.run("r")
+    for step in (10, 20, 30):
+        write_checkpoint(b"weights of step %d" % step, paths.resume_dir, state_at(step), keep=2)
+    assert s3_store.keys(bucket, "team/runs/r/checkpoints/resume/") == [
+        f"team/runs/r/checkpoints/resume/step-0000000{step}.{suffix}"
+        for step in (20, 30)
+        for suffix in ("json", "weights.h5")
+    ]
+
+
+def test_a_damaged_checkpoint_in_the_store_is_set_aside_there_and_the_one_before_is_used(
+    in_store: ArtifactPaths, s3_store: S3Server, bucket: str
+):
+    paths = in_store.run("r")
+    for step in (10, 20):
+        write_checkpoint(b"weights of step %d" % step, paths.resume_dir, state_at(step), keep=3)
+    prefix = "team/runs/r/checkpoints/"
+    s3_store.client().put_object(
+        Bucket=bucket, Key=f"{prefix}resume/step-000000020.weights.h5", Body=b"garbled"
+    )
+    shutil.rmtree(paths.run_dir)  # another machine: all it knows is in the store
+    fetch(paths.run_dir)
+    state = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    assert state is not None and state.global_step == 10
+    keys = s3_store.keys(bucket, prefix)
+    assert f"{prefix}quarantine/step-000000020.weights.h5" in keys
+    assert f"{prefix}resume/step-000000020.weights.h5" not in keys
+    assert f"{prefix}resume/step-000000010.weights.h5" in keys
+
+
+def test_faults_are_retried_and_never_taken_for_missing_or_damaged_content():
+    from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+    assert is_transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    assert is_transient(ReadTimeoutError(endpoint_url="http://127.0.0.1:1"))
+    assert is_transient(ConnectionResetError())
+    assert is_transient(OSError(errno.EBUSY, "SlowDown"))  # s3fs's 503 / throttling
+    assert is_transient(OSError(errno.EIO, "InternalError"))  # s3fs's 500
+    assert not is_transient(FileNotFoundError("no such key"))
+    assert not is_transient(PermissionError("AccessDenied"))
+    assert not is_transient(OSError(errno.EINVAL, "precondition failed"))
+
+
+def test_a_store_that_answers_again_after_a_fault_is_used(s3_store: S3Server, bucket, monkeypatch):
+    for key, value in s3_store.environment.items():
+        monkeypatch.setenv(key, value)
+    store = ObjectStore(f"s3://{bucket}/team")
+    attempts = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionResetError("connection reset by peer")
+        return "answered"
+
+    monkeypatch.setattr("trainflow.storage.stores.time.sleep", lambda seconds: None)
+    assert store.call(flaky, "read a key") == "answered"
+    assert len(attempts) == 3
+
+
+def test_credentials_in_the_url_are_refused_without_echoing_them():
+    with pytest.raises(StoreError) as refused:
+        ObjectStore("s3://key:secret@bucket/prefix")
+    assert "secret" not in str(refused.value)
