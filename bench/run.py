@@ -4,7 +4,7 @@ Each comparison runs its sides alternately (A B, B A, A B, ...) for `--repeats` 
 the median and the min-max. Real data: the MNIST test split in ../shared/data/mnist-t10k; where size
 matters, a synthetic MNIST-sized set (70,000 images) generated deterministically.
 
-    ./dev bench               # all measures, BENCHMARKS.md rewritten (about 20 minutes)
+    ./dev bench               # all measures, BENCHMARKS.md rewritten (about 25 minutes)
     ./dev bench --repeats 1   # a quick pass (the smoke test runs it on tiny settings)
 """
 
@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.breakdown import fixed_costs
     from bench.recovery import recovery_cost
     from bench.report import render
+    from bench.store import store_rows
     from bench.training import checkpoint_rows, input_pipeline_rows
     from trainflow.orchestration.prefect_server import LocalServer
 
@@ -249,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += recovery_cost(
                     server.api_url, directory, args.repeats, epochs=3, every=50, kill_step=330
                 )
+                rows += store_rows(server.api_url, directory / "store", args.repeats, args.epochs)
             rows += checkpoint_rows(
                 MNIST_SOURCE, "MNIST test split", args.repeats, args.epochs, directory / "mnist"
             )

@@ -50,19 +50,26 @@ def _checkpoint_callbacks(
     return [*checkpoint_callbacks(paths, state, writer, NO_EARLY_STOP, every)], writer
 
 
-def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: int) -> list[Row]:
+def checkpoint_overhead(
+    data: PreparedData, label: str, repeats: int, epochs: int, store: str | None = None
+) -> list[Row]:
     """(2) Seconds of `fit` with trainflow's checkpoints every epoch, and also every
-    `STEP_CHECKPOINT_INTERVAL` steps, against no checkpoints (early stopping only)."""
+    `STEP_CHECKPOINT_INTERVAL` steps, against no checkpoints (early stopping only); into a local
+    temporary directory, or with `store` (an artifacts URL) into that object store."""
     images, labels = read_split(data.paths.split("train"))
     validation = read_split(data.paths.split("validation"))
+    runs = iter(range(1_000_000))
 
     def fit_seconds(every: int | None, checkpoints: bool) -> float:
         model = _fresh_model(data)
         with tempfile.TemporaryDirectory() as directory:
+            run_dir = Path(directory)
+            if store is not None:
+                run_dir = ArtifactPaths.at(store).run(f"bench-{next(runs)}").run_dir
             writer = None
             callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=NO_EARLY_STOP)]
             if checkpoints:
-                callbacks, writer = _checkpoint_callbacks(model, data, Path(directory), every)
+                callbacks, writer = _checkpoint_callbacks(model, data, run_dir, every)
             batches = training_batches(images, labels, SEED, range(epochs), BATCH_SIZE)
             began = time.monotonic()
             model.fit(
@@ -88,6 +95,7 @@ def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: in
     )
     baseline = statistics.median(times["none"])
     command = f"./dev bench (bench/training.py: fit {epochs} epochs of mlp on {label})"
+    where = "" if store is None else ", into the local S3 server"
     rows = []
     for side, every_label, limit in (
         ("epoch", "every epoch", 2.0),
@@ -96,7 +104,7 @@ def checkpoint_overhead(data: PreparedData, label: str, repeats: int, epochs: in
         overhead = 100 * (statistics.median(times[side]) / baseline - 1)
         rows.append(
             Row(
-                f"checkpoint overhead, {every_label}, {label}",
+                f"checkpoint overhead, {every_label}, {label}{where}",
                 f"{overhead:+.1f}%: {spread(times[side])} vs none {spread(times['none'])}",
                 f"<= {limit:g}%",
                 overhead <= limit,
@@ -164,11 +172,11 @@ def input_pipeline(
 
 
 def checkpoint_rows(
-    source: str, label: str, repeats: int, epochs: int, directory: Path
+    source: str, label: str, repeats: int, epochs: int, directory: Path, store: str | None = None
 ) -> list[Row]:
-    """Row (2) on `source`, prepared under `directory`."""
+    """Row (2) on `source`, prepared under `directory`; checkpoints into `store` if given."""
     data = prepare_data(DataSource.parse(source), PreparationSpec(), ArtifactPaths.at(directory))
-    return checkpoint_overhead(data, label, repeats, epochs)
+    return checkpoint_overhead(data, label, repeats, epochs, store)
 
 
 def input_pipeline_rows(repeats: int, epochs: int, directory: Path) -> list[Row]:

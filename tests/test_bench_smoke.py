@@ -30,5 +30,8 @@ def test_benchmark_harness_measures_every_target_on_real_data(table):
         "recovery: restart to the first resumed step done",
         "input pipeline: samples/s",
         "checkpoint overhead, every 100 steps (and every epoch), MNIST test split",
+        "checkpoint overhead, every epoch, MNIST test split, into the local S3 server",
+        "recovery from the store: restart on a machine with nothing local",
+        "a whole run, 1 epochs of mlp on the MNIST test split: artifacts in the local S3 server",
     ):
         assert f"| {measure}" in table
