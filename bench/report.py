@@ -122,6 +122,13 @@ def _checkpoints(row: Row, rows: list[Row]) -> str:
             "one-checkpoint row), so the median here is not a stable measure of the checkpoints' "
             "cost. Run `./dev bench` again on a quiet machine."
         )
+    if "S3 server" in row.measure:
+        text += (
+            "Into the store every checkpoint is also uploaded, weights then manifest (two PUTs to "
+            "moto's server, a Python process sharing the two cores with training; the uploads of "
+            "step checkpoints run in the writer's thread), and each improving epoch's best "
+            "weights are uploaded on the training thread before a manifest may name them. "
+        )
     text += (
         "On such short epochs the fixed part of each checkpoint weighs most: `ModelCheckpoint`'s "
         "synchronous Keras save of the best weights on every improving epoch, and the step "
