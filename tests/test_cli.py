@@ -108,8 +108,8 @@ def test_run_json_reports_files_that_exist(idx_dir, artifacts, cli_environment):
     runs = json.loads(
         trainflow("runs", "--artifacts", artifacts, "--json", env=cli_environment).stdout
     )
-    assert [(run["run_name"], run["status"]) for run in runs] == [
-        (summary["run_name"], "completed")
+    assert [(run["run_name"], run["status"], run["location"]) for run in runs] == [
+        (summary["run_name"], "completed", summary["run_dir"])
     ]
 
 

@@ -226,7 +226,8 @@ def registry_copy(retrained, tmp_path) -> Path:
 
 def test_models_lists_the_versions_and_marks_the_champion(registry_copy, cli_environment):
     listed = trainflow("models", "--artifacts", registry_copy, env=cli_environment).stdout
-    header, *rows = listed.splitlines()
+    where, header, *rows = listed.splitlines()
+    assert where == f"Models registered under {registry_copy.resolve()}:"
     columns = ["RUN", "STATUS", "TEST", "ACCURACY", "DATA", "CODE", "REGISTERED", "REASON"]
     assert header.split() == columns
     versions = json.loads((registry_copy / "registry" / "versions.json").read_text())

@@ -1,6 +1,7 @@
 """The whole flow under a temporary Prefect server."""
 
 import json
+from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -47,12 +48,13 @@ def test_flow_trains_persists_and_evaluates(idx_dir, artifacts):
     summary = training_flow(small_config(idx_dir, artifacts, run_name="whole"))
     assert summary.run_name == "whole" and summary.epochs_completed == 2
     assert summary.resumed_from is None
-    for path in (summary.model_path, summary.weights_path, summary.evaluation_path):
+    for location in (summary.model_path, summary.weights_path, summary.evaluation_path):
+        path = Path(location)  # a local artifacts root: the locations are paths
         assert path.is_file() and path.is_relative_to(artifacts.resolve() / "runs" / "whole")
-    assert (summary.saved_model_path / "saved_model.pb").is_file()
-    evaluation = json.loads(summary.evaluation_path.read_text())
+    assert (Path(summary.saved_model_path) / "saved_model.pb").is_file()
+    evaluation = json.loads(Path(summary.evaluation_path).read_text())
     assert evaluation["accuracy"] == summary.test_accuracy
-    record = json.loads((summary.run_dir / "run.json").read_text())
+    record = json.loads((Path(summary.run_dir) / "run.json").read_text())
     assert record["status"] == "completed" and record["test_accuracy"] == summary.test_accuracy
     artifacts_by_key = published_artifacts(
         "trainflow-run-whole", "trainflow-classes-whole", "trainflow-progress-whole"
