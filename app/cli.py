@@ -172,12 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("--json", action="store_true", help="print the runs as a JSON list")
     for listing in (runs, models, promote, rollback):
-        listing.add_argument(
-            "--artifacts",
-            type=Path,
-            default=Path("artifacts"),
-            metavar="DIR",
-            help="root directory of all outputs (default: artifacts)",
+        add_config_options(
+            listing, ["artifacts"], artifacts=RunConfig.model_fields["artifacts"].default
         )
     return parser
 

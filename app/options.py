@@ -26,7 +26,7 @@ METAVARS = {
     "model": "MODEL",
     "image_size": "H,W",
     "run_name": "NAME",
-    "artifacts": "DIR",
+    "artifacts": "DIR|URL",
 }
 
 
