@@ -19,6 +19,7 @@ from trainflow.reports.metrics import (
 from trainflow.results import Evaluation, PersistedModel, PreparedData, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
 from trainflow.storage.atomic import write_json
+from trainflow.storage.mirror import location
 from trainflow.training.models import build_model, load_saved_model
 from trainflow.training.scoring import loss_and_probabilities
 
@@ -86,7 +87,7 @@ def _evaluate(
         evaluation.accuracy,
         evaluation.loss,
         evaluation.num_examples,
-        paths.evaluation,
+        location(paths.evaluation),
     )
 
 

@@ -12,6 +12,7 @@ from trainflow.paths import RunPaths
 from trainflow.results import PersistedModel, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
 from trainflow.storage.atomic import atomic_path
+from trainflow.storage.mirror import location
 from trainflow.training.export import export_for_serving
 from trainflow.training.models import build_model
 
@@ -43,7 +44,11 @@ def _save(training: TrainingResult, weights: Path, paths: RunPaths) -> None:
         model.save(temporary)
     with atomic_path(paths.saved_model) as temporary:
         export_for_serving(model, training.image_shape, temporary)
-    logger.info("Saved model to %s and SavedModel to %s", paths.keras_model, paths.saved_model)
+    logger.info(
+        "Saved model to %s and SavedModel to %s",
+        location(paths.keras_model),
+        location(paths.saved_model),
+    )
 
 
 persist_model_task = task(persist_model, name="persist_model", retries=1, **RETRY_TRANSIENT_FAULTS)

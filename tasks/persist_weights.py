@@ -15,6 +15,7 @@ from trainflow.results import TrainingResult
 from trainflow.runs.stage_records import run_stage_once
 from trainflow.storage.atomic import atomic_path
 from trainflow.storage.digests import sha256_of_files
+from trainflow.storage.mirror import location
 from trainflow.training.models import build_model
 
 logger = logging.getLogger("trainflow.persist")
@@ -46,7 +47,7 @@ def _save(training: TrainingResult, paths: RunPaths) -> None:
         )
     with atomic_path(paths.weights) as temporary:
         model.save_weights(temporary)
-    logger.info("Saved weights of epoch %d to %s", training.best_epoch, paths.weights)
+    logger.info("Saved weights of epoch %d to %s", training.best_epoch, location(paths.weights))
 
 
 persist_weights_task = task(

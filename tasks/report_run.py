@@ -17,6 +17,7 @@ from trainflow.reports import plots
 from trainflow.reports.history import write_history
 from trainflow.results import Evaluation, PreparedData, RunReport, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
+from trainflow.storage.mirror import location
 
 logger = logging.getLogger("trainflow.report")
 STAGE = "report_run"
@@ -47,7 +48,7 @@ def report_run(
         ],
         lambda: _draw(training, evaluation, data, report),
     )
-    logger.info("Report written to %s", paths.reports_dir)
+    logger.info("Report written to %s", location(paths.reports_dir))
     return report
 
 
