@@ -1,15 +1,26 @@
-"""The deployments on a real local stack: `prefect server start`, a process worker, the work pool
-and the deployments of deployments/prefect.yaml, driven as a user drives them."""
+"""The deployments on a real local stack: `prefect server start`, process workers, the work pool
+and the deployments of deployments/prefect.yaml, driven as a user drives them.
+
+Every test runs on two stacks: the default (SQLite, one worker) and `--postgres --workers 2` (a
+local PostgreSQL cluster, two workers sharing the pool)."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterId,
     LogFilter,
@@ -26,8 +37,11 @@ from tests.conftest import (
     synthetic_images,
     write_idx_pair,
 )
+from trainflow.errors import UserInputError
+from trainflow.orchestration.postgres import find_binaries
 from trainflow.orchestration.prefect_server import PREFECT_COMMAND, free_port
-from trainflow.orchestration.stack import read_stack
+from trainflow.orchestration.processes import is_alive
+from trainflow.orchestration.stack import Stack, read_stack
 
 RUN_TIMEOUT = 300
 HEARTBEAT_SECONDS = 30
@@ -39,15 +53,49 @@ FAST_POLLING = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """`trainflow stack up` on a free port with its own PREFECT_HOME, run from the repository root
-    as a user runs it; `trainflow stack down` afterwards.
+def postgres_binaries_found() -> bool:
+    try:
+        find_binaries()
+    except UserInputError:
+        return False
+    return True
 
-    In processes of their own, not by calling `stack_up` here: the server and the worker outlive
+
+# CI installs PostgreSQL (.ci/run); elsewhere the PostgreSQL stack is skipped without it.
+needs_postgres = pytest.mark.skipif(
+    not postgres_binaries_found() and os.environ.get("CI") != "true",
+    reason="no PostgreSQL server binaries (apt-get install postgresql)",
+)
+STACKS = {
+    "sqlite": [],
+    "postgres": ["--postgres", "--workers", "2"],
+}
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    """A stack under test: its home and what its stack.json records."""
+
+    home: Path
+    record: Stack
+
+    @property
+    def api_url(self) -> str:
+        return self.record.api_url
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param("sqlite"), pytest.param("postgres", marks=needs_postgres)],
+)
+def stack(request, tmp_path_factory):
+    """`trainflow stack up` on a free port with its own home, run from the repository root as a
+    user runs it; `trainflow stack down` afterwards (which must stop PostgreSQL too).
+
+    In processes of their own, not by calling `stack_up` here: the server and the workers outlive
     `up` and are reaped by init when they stop. Children of this process would stay zombies, which
     `stack_down` takes for alive, and it would wait 30 s for each before giving up."""
-    home = tmp_path_factory.mktemp("stack-home")
+    home = tmp_path_factory.mktemp(f"stack-home-{request.param}")
 
     def stack_command(*arguments: str) -> None:
         completed = subprocess.run(
@@ -61,11 +109,15 @@ def stack(tmp_path_factory):
         )
         assert completed.returncode == 0, completed.stdout + completed.stderr[-3000:]
 
-    stack_command("up", "--port", str(free_port()))
+    stack_command("up", "--port", str(free_port()), *STACKS[request.param])
+    record = read_stack(home)
     try:
-        yield read_stack(home)
+        yield RunningStack(home, record)
     finally:
         stack_command("down")
+    if record.postgres is not None:
+        assert not is_alive(record.postgres.pid), "stack down left PostgreSQL running"
+        assert not record.postgres.temporary or not Path(record.postgres.directory).exists()
 
 
 @pytest.fixture
@@ -247,23 +299,42 @@ def test_failure_demo_fails_after_its_own_epoch_2_then_the_retry_resumes(
 
 
 def test_a_deployment_on_a_short_interval_fires_by_itself(stack, client, idx_dir, artifacts):
+    """A 5 s schedule starts a run by itself, which completes. The schedule is removed as soon as
+    its first run starts (with the runs it had scheduled): on a busy machine, runs every 5 s pile
+    up faster than they finish and lock SQLite up for everything after."""
     deployment = client.read_deployment_by_name("trainflow/failure-demo")
     parameters = {"config": {"dataset": f"idx:{idx_dir}", "epochs": 1, "artifacts": str(artifacts)}}
-    client.create_deployment_schedules(
+    (schedule,) = client.create_deployment_schedules(
         deployment.id,
         [(IntervalSchedule(interval=timedelta(seconds=5)), True)],
         parameters=parameters,
     )
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while not (artifacts / "runs").is_dir() or not any(
-        json.loads(path.read_text())["status"] == "completed"
-        for path in (artifacts / "runs").glob("*/run.json")
-    ):
-        assert time.monotonic() < deadline, "no scheduled run completed"
-        time.sleep(1)
-    client.delete_deployment_schedule(
-        deployment.id, client.read_deployment_schedules(deployment.id)[0].id
-    )
+    of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        started = []
+        while not started:
+            assert time.monotonic() < deadline, "no scheduled run started"
+            time.sleep(0.5)
+            started = [
+                flow_run
+                for flow_run in client.read_flow_runs(deployment_filter=of_deployment)
+                if flow_run.auto_scheduled and not flow_run.state.is_scheduled()
+            ]
+    finally:
+        client.delete_deployment_schedule(deployment.id, schedule.id)
+    # Removing the schedule removed its runs still waiting; those already started remain.
+    fired = [
+        flow_run
+        for flow_run in client.read_flow_runs(deployment_filter=of_deployment)
+        if flow_run.auto_scheduled
+    ]
+    assert {flow_run.id for flow_run in started} <= {flow_run.id for flow_run in fired}
+    for flow_run in fired:
+        state = wait_for_state(client, flow_run.id, lambda state: state.is_final())
+        assert state.is_completed(), state
+    records = [json.loads(path.read_text()) for path in (artifacts / "runs").glob("*/run.json")]
+    assert [record["status"] for record in records] == ["completed"] * len(fired)
 
 
 def test_a_run_that_vanished_silently_is_marked_crashed_by_heartbeats(
@@ -309,3 +380,63 @@ def test_a_run_that_vanished_silently_is_marked_crashed_by_heartbeats(
     state = wait_for_state(client, flow_run_id, lambda state: not state.is_running(), timeout=300)
     assert state.is_crashed(), state
     assert time.monotonic() - killed_at < SILENCE_SECONDS + 60
+
+
+SUBMITTED = re.compile(r"Worker '([\w-]+)' submitting flow run '([0-9a-f-]+)'")
+
+
+@contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """Stop process `pid` (not its flow runs) while the block runs: it polls for no work."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_two_workers_share_four_runs_and_run_each_once(stack, client, tmp_path):
+    """Four runs of `trainflow/train` on the stack with two workers: each becomes exactly one flow
+    run, which one worker submits once and which completes on its first attempt.
+
+    A worker takes every run waiting when it polls, so which worker takes a run is up to timing;
+    pausing one worker while two runs wait makes the other take them, so both are used every time.
+    """
+    from prefect.deployments import run_deployment
+
+    source = tmp_path / "idx"
+    write_idx_pair(source, "t10k", *synthetic_images(400, seed=1))
+
+    def submit(index: int):
+        config = {
+            "dataset": f"idx:{source}",
+            "epochs": 1,
+            "artifacts": str(tmp_path / f"artifacts-{index}"),
+        }
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            return run_deployment("trainflow/train", parameters={"config": config}, timeout=0)
+
+    first, second = stack.record.worker_pids
+    flow_runs = []
+    for paused_worker, indices in ((first, (0, 1)), (second, (2, 3))):
+        with paused(paused_worker):
+            submitted = [submit(index) for index in indices]
+            for flow_run in submitted:
+                wait_for_state(client, flow_run.id, lambda state: not state.is_scheduled())
+        flow_runs += submitted
+    for flow_run in flow_runs:
+        state = wait_for_state(client, flow_run.id, lambda state: state.is_final())
+        assert state.is_completed(), state
+        assert client.read_flow_run(flow_run.id).run_count == 1
+    for index, flow_run in enumerate(flow_runs):
+        (record,) = (tmp_path / f"artifacts-{index}" / "runs").glob("*/run.json")
+        assert json.loads(record.read_text())["flow_run_id"] == str(flow_run.id)
+
+    submitters: dict[str, list[str]] = {}
+    for log in sorted(stack.home.glob("workers/*/worker.log")):
+        for worker, flow_run_id in SUBMITTED.findall(log.read_text()):
+            submitters.setdefault(flow_run_id, []).append(worker)
+    ours = [submitters.get(str(flow_run.id)) for flow_run in flow_runs]
+    first_name, second_name = stack.record.worker_names
+    assert ours == [[second_name], [second_name], [first_name], [first_name]], ours

@@ -2,10 +2,13 @@
 
 Worker i works in `<home>/workers/<i>/cwd` with its own HOME (`…/home`, so `~/.keras` and Prefect's
 home are its own) and TMPDIR (`…/tmp`), logs to `…/worker.log`, and polls the work pool under the
-name `trainflow-worker-<i>`, running one flow run at a time: a training run takes the machine's
-cores, and a worker that took every waiting run would leave the others idle. Its flow runs still
-find the project: the deployments' pull step changes into $TRAINFLOW_PROJECT_DIR, which the stack's
-environment sets.
+name `trainflow-worker-<i>`. Its flow runs still find the project: the deployments' pull step
+changes into $TRAINFLOW_PROJECT_DIR, which the stack's environment sets.
+
+The workers take no `--limit`: with one, Prefect 3.8's worker dies ("this borrower is already
+holding one of this CapacityLimiter's tokens", PrefectHQ/prefect#16806) when a crashed flow run is
+retried while the worker still handles the crash, which `prefect flow-run retry` soon after a
+crash does.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from trainflow.orchestration.prefect_server import PREFECT_COMMAND
 
 WORK_POOL = "trainflow-local"
 NAME_PREFIX = "trainflow-worker-"
-RUNS_PER_WORKER = 1
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,6 @@ def start_worker(place: WorkerPlace, stack_environment: dict[str, str]) -> int:
     for directory in ("cwd", "home", "tmp"):
         (place.root / directory).mkdir(parents=True, exist_ok=True)
     command = [PREFECT_COMMAND, "worker", "start", "--pool", WORK_POOL, "--name", place.name]
-    command += ["--limit", str(RUNS_PER_WORKER)]
     with place.log.open("a") as log:
         worker = subprocess.Popen(
             command,
