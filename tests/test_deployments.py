@@ -440,3 +440,72 @@ def test_two_workers_share_four_runs_and_run_each_once(stack, client, tmp_path):
     ours = [submitters.get(str(flow_run.id)) for flow_run in flow_runs]
     first_name, second_name = stack.record.worker_names
     assert ours == [[second_name], [second_name], [first_name], [first_name]], ours
+
+
+def test_a_run_whose_process_died_resumes_on_the_other_worker_from_the_store(
+    stack, client, idx_dir, s3_store, bucket
+):
+    """Artifacts in a store: a flow run SIGKILLed mid-training on one worker is marked Crashed,
+    and, retried while that worker's machine is gone (paused), runs on the other worker, which
+    has nothing of the run locally: it takes over the dead run's lease and resumes from the newest
+    checkpoint committed to the store."""
+    if len(stack.record.worker_pids) < 2:
+        pytest.skip("needs the stack with two workers")
+    from prefect.deployments import run_deployment
+
+    kill_step = STEPS_PER_EPOCH + 6  # epoch 2; the last checkpoint before it at step 12
+    config = {
+        "dataset": f"idx:{idx_dir}",
+        "epochs": 3,
+        "checkpoint_every": 4,
+        "kill_at_step": kill_step,
+        "artifacts": f"s3://{bucket}/team",
+        "run_name": "moved",
+    }
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        flow_run = run_deployment(
+            "trainflow/train",
+            parameters={"config": config},
+            job_variables={"env": s3_store.environment},
+            timeout=0,
+        )
+    state = wait_for_state(client, flow_run.id, lambda state: state.is_final())
+    assert state.is_crashed(), state
+    first_worker = submitting_workers(stack, flow_run.id)
+    assert len(first_worker) == 1, first_worker
+
+    names = dict(zip(stack.record.worker_names, stack.record.worker_pids))
+    with paused(names[first_worker[0]]):  # its machine is gone
+        retried = subprocess.run(
+            [PREFECT_COMMAND, "flow-run", "retry", str(flow_run.id)],
+            env={**os.environ, "PREFECT_API_URL": stack.api_url},
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+        assert retried.returncode == 0, retried.stdout + retried.stderr
+        state = wait_for_state(
+            client, flow_run.id, lambda state: state.is_final() and not state.is_crashed()
+        )
+    assert state.is_completed(), state
+    workers = submitting_workers(stack, flow_run.id)  # the first attempt's, and the retry's
+    assert sorted(workers) == sorted(stack.record.worker_names), workers
+    assert wait_for_log(
+        client,
+        flow_run.id,
+        "Resuming run moved from checkpoint step-000000012.weights.h5: epoch 2, step 3 of the epoch",
+    )
+    record = json.loads(
+        s3_store.client().get_object(Bucket=bucket, Key="team/runs/moved/run.json")["Body"].read()
+    )
+    assert record["status"] == "completed" and record["resumed_from"] == 1
+
+
+def submitting_workers(stack, flow_run_id) -> list[str]:
+    """The names of the workers that submitted the flow run, once per submission."""
+    found = []
+    for log in sorted(stack.home.glob("workers/*/worker.log")):
+        for worker, submitted in SUBMITTED.findall(log.read_text()):
+            if submitted == str(flow_run_id):
+                found.append(worker)
+    return found
