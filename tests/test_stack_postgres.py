@@ -15,12 +15,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT, TRAINFLOW
 from trainflow.errors import UserInputError
-from trainflow.orchestration.postgres import (
-    check_database_url,
-    find_binaries,
-    start_cluster,
-    stop_cluster,
-)
+from trainflow.orchestration.database import check_database_url
+from trainflow.orchestration.postgres import find_binaries, start_cluster, stop_cluster
 from trainflow.orchestration.prefect_server import free_port, is_healthy
 from trainflow.orchestration.processes import is_alive
 from trainflow.orchestration.stack import read_stack, stack_down

@@ -1,5 +1,4 @@
-"""A local PostgreSQL cluster for the stack's Prefect server (`trainflow stack up --postgres`),
-and the check of an existing server's URL (`--database-url`).
+"""A local PostgreSQL cluster for the stack's Prefect server (`trainflow stack up --postgres`).
 
 The cluster runs from the machine's own server binaries (Debian's `postgresql` package), listens
 on 127.0.0.1 only (no Unix socket), and admits only the role `prefect` with a password
@@ -27,16 +26,13 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from trainflow.errors import UserInputError, error_reason
+from trainflow.errors import UserInputError
 from trainflow.orchestration.credentials import (
     ensure_secret,
     generate_password,
-    redact_url,
-    scrub,
     write_secret,
 )
 from trainflow.orchestration.prefect_server import LOOPBACK, free_port
@@ -52,7 +48,6 @@ PASSWORD_FILE = "postgres-password"
 SHARED_PARENTS = (Path("/var/tmp"), Path("/tmp"))
 START_TIMEOUT = 60
 CONNECT_TIMEOUT = 10
-URL_SCHEMES = ("postgresql+asyncpg", "postgresql")
 INSTALL_HINT = "install them with `apt-get install postgresql`, or use --database-url URL"
 
 
@@ -68,6 +63,7 @@ class Cluster(BaseModel):
 
     @property
     def data_dir(self) -> Path:
+        """The cluster's data directory (initdb's -D)."""
         return Path(self.directory) / "data"
 
     def url(self, password: str) -> str:
@@ -138,48 +134,13 @@ def stop_cluster(cluster: Cluster) -> None:
     it was made for this stack only."""
     if (cluster.data_dir / "postmaster.pid").is_file():
         _run(cluster, "pg_ctl", ["-D", str(cluster.data_dir), "-m", "fast", "-w", "stop"], False)
-    if cluster.pid and not wait_for_exit(cluster.pid, START_TIMEOUT):
+    elif cluster_is_running(cluster):
+        os.kill(cluster.pid, signal.SIGINT)  # no pid file for pg_ctl: the same fast shutdown
+    if cluster_is_running(cluster) and not wait_for_exit(cluster.pid, START_TIMEOUT):
         os.kill(cluster.pid, signal.SIGQUIT)  # PostgreSQL's immediate shutdown
         wait_for_exit(cluster.pid, START_TIMEOUT)
     if cluster.temporary:
         shutil.rmtree(cluster.directory, ignore_errors=True)
-
-
-def check_database_url(url: str) -> str:
-    """The URL of an existing PostgreSQL server in the form Prefect takes (postgresql+asyncpg),
-    after connecting to it once; one line naming the problem when that fails."""
-    parts = urlsplit(url)
-    if parts.scheme not in URL_SCHEMES or not parts.hostname or not parts.path.strip("/"):
-        raise UserInputError(
-            f"--database-url {redact_url(url)}: expected "
-            "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE"
-        )
-    url = parts._replace(scheme=URL_SCHEMES[0]).geturl()
-    import asyncpg  # Prefect's PostgreSQL driver; imported only when a database is used
-
-    try:
-        asyncio.run(_connect_once(url))
-    except (
-        OSError,
-        TimeoutError,
-        ValueError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-    ) as error:
-        reason = scrub(error_reason(error), parts.password)
-        raise UserInputError(
-            f"--database-url {redact_url(url)}: cannot connect ({reason}); check the server, "
-            "user, password and database name"
-        ) from None
-    return url
-
-
-async def _connect_once(url: str) -> None:
-    import asyncpg
-
-    dsn = url.replace(f"{URL_SCHEMES[0]}://", "postgresql://", 1)
-    connection = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
-    await connection.close()
 
 
 async def _create_database(port: int, password: str) -> None:
@@ -292,5 +253,12 @@ def _run(cluster: Cluster, binary: str, arguments: list[str], check: bool = True
 
 
 def cluster_is_running(cluster: Cluster) -> bool:
-    """True while the cluster's postmaster runs."""
-    return bool(cluster.pid) and is_alive(cluster.pid)
+    """True while the cluster's postmaster runs (its pid runs `postgres` on the cluster's data,
+    not a process that got the pid after the postmaster ended)."""
+    if not cluster.pid or not is_alive(cluster.pid):
+        return False
+    try:
+        command = Path(f"/proc/{cluster.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (not Linux): is_alive's answer stands
+    return str(cluster.data_dir).encode() in command

@@ -29,9 +29,9 @@ from trainflow.orchestration.credentials import (
     requires_auth,
     scrub,
 )
+from trainflow.orchestration.database import check_database_url, sqlite_url
 from trainflow.orchestration.postgres import (
     Cluster,
-    check_database_url,
     cluster_is_running,
     find_binaries,
     start_cluster,
@@ -136,7 +136,7 @@ def stack_up(project_dir: Path, home: Path, options: StackOptions) -> Stack:
         elif options.database_url is not None:
             database_url = check_database_url(options.database_url)
         else:
-            database_url = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+            database_url = sqlite_url(home)
         secrets.append(_password(database_url))
         settings = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url}
         if auth_string is not None:

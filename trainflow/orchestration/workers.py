@@ -32,14 +32,17 @@ class WorkerPlace:
 
     @property
     def name(self) -> str:
+        """The worker's name on the work pool."""
         return f"{NAME_PREFIX}{self.index}"
 
     @property
     def root(self) -> Path:
+        """The worker's directory: cwd/, home/, tmp/ and its log."""
         return self.home / "workers" / str(self.index)
 
     @property
     def log(self) -> Path:
+        """Where the worker's output (and its flow runs') goes."""
         return self.root / "worker.log"
 
     def environment(self, stack_environment: dict[str, str]) -> dict[str, str]:

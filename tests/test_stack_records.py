@@ -1,0 +1,36 @@
+"""What `stack.json` records, read back across versions, and what `stack down` may signal."""
+
+import json
+import os
+
+from trainflow.orchestration.postgres import Cluster, cluster_is_running, stop_cluster
+from trainflow.orchestration.stack import Stack, read_stack
+
+
+def test_a_stack_json_of_one_worker_from_before_several_workers_still_reads(tmp_path):
+    old = {"api_url": "http://127.0.0.1:4200/api", "server_pid": 11, "worker_pid": 12}
+    (tmp_path / "stack.json").write_text(json.dumps(old))
+    stack = read_stack(tmp_path)
+    assert stack.worker_pids == [12] and stack.worker_pid == 12
+    assert stack.postgres is None and stack.auth_file is None
+
+
+def test_stack_json_keeps_the_first_worker_pid_for_its_older_readers():
+    stack = Stack(api_url="http://127.0.0.1:1/api", server_pid=1, worker_pids=[2, 3])
+    recorded = json.loads(stack.model_dump_json())
+    assert recorded["worker_pids"] == [2, 3] and recorded["worker_pid"] == 2
+    assert Stack.model_validate(recorded) == stack
+
+
+def test_a_recorded_postgres_pid_now_held_by_another_process_is_left_alone(tmp_path):
+    """The postmaster `up` started has ended and its pid went to another process (here, this
+    one): neither counted as the cluster nor signalled by `down`."""
+    cluster = Cluster(
+        bin_dir=str(tmp_path / "bin"),
+        directory=str(tmp_path / "cluster"),
+        port=5432,
+        pid=os.getpid(),
+    )
+    assert not cluster_is_running(cluster)
+    stop_cluster(cluster)  # would stop this very process if it trusted the pid
+    assert not cluster_is_running(cluster)
