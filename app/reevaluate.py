@@ -3,6 +3,7 @@ another one, and rewrite its evaluation and report."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tasks.evaluate_model import STAGE as EVALUATE_STAGE
@@ -20,9 +21,10 @@ from trainflow.storage.mirror import fetch
 from trainflow.storage.stores import is_url
 
 
-def reevaluate_run(run_dir: str, dataset: str | None) -> Evaluation:
+def reevaluate_run(run_dir: str | Path, dataset: str | None) -> Evaluation:
     """Evaluate the run in `run_dir` (a directory, or its URL in an object store) on `dataset`
     (default: the one it was trained on)."""
+    run_dir = os.fspath(run_dir)
     root, _, name = run_dir.rstrip("/").rpartition("/runs/")
     if is_url(run_dir) and root:
         artifacts = ArtifactPaths.at(root)

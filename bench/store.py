@@ -44,7 +44,7 @@ def local_s3_server() -> Iterator[str]:
     )
     saved = dict(os.environ)
     try:
-        _wait_until_listening(endpoint)
+        wait_until_listening(endpoint)
         os.environ.update(AWS_ENDPOINT_URL=endpoint, **CREDENTIALS)
         import boto3
 
@@ -57,7 +57,8 @@ def local_s3_server() -> Iterator[str]:
         server.wait()
 
 
-def _wait_until_listening(endpoint: str) -> None:
+def wait_until_listening(endpoint: str) -> None:
+    """Return once the server at `endpoint` answers HTTP (any status)."""
     deadline = time.monotonic() + 60
     while True:
         try:

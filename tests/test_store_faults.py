@@ -9,11 +9,12 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from bench.store import wait_until_listening
 from tests.conftest import TRAINFLOW
 from tests.s3_server import CREDENTIALS, S3Server
 from tests.store_machines import (
@@ -50,28 +51,33 @@ def wait_until(condition, process: subprocess.Popen, what: str) -> None:
         time.sleep(0.1)
 
 
-def stop_store_once_checkpointed(store: S3Server, bucket: str, process, log: Path) -> None:
-    """Stop the store once the run has committed a checkpoint, and wait until the run has met
-    the outage (its retry warning is in the log)."""
-    wait_until(
-        lambda: committed_checkpoints(store, bucket, "team/runs/outage"), process, "a checkpoint"
-    )
-    store.stop()
-    wait_until(lambda: "trying again" in log.read_text(), process, "the outage was noticed")
+@contextmanager
+def store_outage(store: S3Server, bucket: str, idx_dir: Path, tmp_path: Path):
+    """Start a long run on "machine A"; once it has committed a checkpoint, stop the store and
+    wait until the run has met the outage (its retry warning is in the log); yield the run's
+    process, log and arguments; start the store again (with its objects) on leaving."""
+    cwd, environment = machine(tmp_path, "machine-a", store)
+    log = tmp_path / "run.log"
+    arguments = run_options(idx_dir, f"s3://{bucket}/team", "outage", *LONG_RUN)
+    process = start_run(cwd, environment, arguments, log)
+    try:
+        wait_until(
+            lambda: committed_checkpoints(store, bucket, "team/runs/outage"),
+            process,
+            "a checkpoint",
+        )
+        store.stop()
+        wait_until(lambda: "trying again" in log.read_text(), process, "the outage was noticed")
+        yield process, log, arguments
+    finally:
+        store.start()
 
 
 def test_a_store_that_stops_mid_run_is_waited_for_and_nothing_is_set_aside(
     s3_store: S3Server, bucket: str, idx_dir: Path, tmp_path: Path
 ):
-    cwd, environment = machine(tmp_path, "machine-a", s3_store)
-    log = tmp_path / "run.log"
-    arguments = run_options(idx_dir, f"s3://{bucket}/team", "outage", *LONG_RUN)
-    process = start_run(cwd, environment, arguments, log)
-    try:
-        stop_store_once_checkpointed(s3_store, bucket, process, log)
+    with store_outage(s3_store, bucket, idx_dir, tmp_path) as (process, log, _):
         time.sleep(1)
-    finally:
-        s3_store.start()
     stdout, _ = process.communicate(timeout=RUN_TIMEOUT)
     assert process.returncode == 0, log.read_text()[-3000:]
     assert json.loads(stdout)["resumed_from_step"] is None  # it waited: nothing started over
@@ -82,16 +88,9 @@ def test_a_store_that_stops_mid_run_is_waited_for_and_nothing_is_set_aside(
 def test_a_run_killed_while_the_store_is_down_resumes_from_its_newest_commit(
     s3_store: S3Server, bucket: str, idx_dir: Path, tmp_path: Path
 ):
-    cwd_a, machine_a = machine(tmp_path, "machine-a", s3_store)
-    log = tmp_path / "run.log"
-    arguments = run_options(idx_dir, f"s3://{bucket}/team", "outage", *LONG_RUN)
-    process = start_run(cwd_a, machine_a, arguments, log)
-    try:
-        stop_store_once_checkpointed(s3_store, bucket, process, log)
+    with store_outage(s3_store, bucket, idx_dir, tmp_path) as (process, _, arguments):
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    finally:
-        s3_store.start()
     newest = committed_checkpoints(s3_store, bucket, "team/runs/outage")[0].global_step
 
     cwd_b, machine_b = machine(tmp_path, "machine-b", s3_store)
@@ -112,16 +111,7 @@ def refusing_store(tmp_path: Path):
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://{LOOPBACK}:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError as error:
-            if getattr(error, "code", None):  # any HTTP answer: it is up
-                break
-            assert time.monotonic() < deadline, "moto_server did not start"
-            time.sleep(0.2)
+    wait_until_listening(endpoint)
     yield endpoint
     server.terminate()
     server.wait()
