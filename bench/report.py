@@ -16,6 +16,8 @@ from bench.harness import REPO_ROOT, Row
 ORCHESTRATION = "orchestration overhead"
 CHECKPOINTS = "checkpoint overhead"
 INPUT_PIPELINE = "input pipeline"
+STORE_RECOVERY = "recovery from the store"
+LOCAL_RESTART = "recovery: restart to the first resumed step done"
 # A side whose slowest sample is this many times its fastest had runs that stalled.
 STALLED = 1.3
 
@@ -141,6 +143,7 @@ def _checkpoints(row: Row, rows: list[Row]) -> str:
         if other.measure.startswith(CHECKPOINTS)
         and other.measure.split(",")[1] == kind
         and "synthetic" in other.measure
+        and ("S3 server" in other.measure) == ("S3 server" in row.measure)
         and other is not row
     ]
     if larger:
@@ -151,6 +154,28 @@ def _checkpoints(row: Row, rows: list[Row]) -> str:
     return text
 
 
+def _store_recovery(row: Row, rows: list[Row]) -> str:
+    from trainflow.storage.leases import EXPIRY_SECONDS
+
+    local = next((other.value for other in rows if other.measure == LOCAL_RESTART), None)
+    text = (
+        f"{row.value}. Most of it is waiting for the killed process's lease on the run: it is "
+        "fresh when the second process starts, and a lease is taken over only once it has gone "
+        f"{EXPIRY_SECONDS:.0f} s without a renewal, so that a live holder on another machine is "
+        "never taken over (trainflow/storage/leases.py; the restarted process logs `Took over "
+        "the lock … silent for N s`). "
+    )
+    if local is not None:
+        text += (
+            f"The same restart from a local directory, where the kernel releases a dead "
+            f"process's flock at once, took {local}. "
+        )
+    return text + (
+        "A crashed flow run retried through Prefect rarely meets this wait: it is retried after "
+        "the worker or the heartbeat automation marked it Crashed, by when the lease has expired."
+    )
+
+
 def _unexplained(row: Row, rows: list[Row]) -> str:
     return f"{row.value}; its cause has not been measured yet."
 
@@ -158,4 +183,5 @@ def _unexplained(row: Row, rows: list[Row]) -> str:
 EXPLAINERS: dict[str, Callable[[Row, list[Row]], str]] = {
     ORCHESTRATION: _orchestration,
     CHECKPOINTS: _checkpoints,
+    STORE_RECOVERY: _store_recovery,
 }
