@@ -183,3 +183,22 @@ def bucket(s3_store, request) -> str:
     """A new bucket in `s3_store`, named after the test."""
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
     return s3_store.make_bucket(name)
+
+
+def postgres_binaries_found() -> bool:
+    """True when the machine has PostgreSQL server binaries `trainflow stack up --postgres` uses."""
+    from trainflow.errors import UserInputError
+    from trainflow.orchestration.postgres import find_binaries
+
+    try:
+        find_binaries()
+    except UserInputError:
+        return False
+    return True
+
+
+# CI installs PostgreSQL (.ci/run); elsewhere the tests that need it are skipped without it.
+needs_postgres = pytest.mark.skipif(
+    not postgres_binaries_found() and not IN_CI,
+    reason="no PostgreSQL server binaries (apt-get install postgresql)",
+)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from tests.conftest import REPO_ROOT, TRAINFLOW
+from tests.conftest import REPO_ROOT, TRAINFLOW, needs_postgres
 from trainflow.errors import UserInputError
 from trainflow.orchestration.database import check_database_url
 from trainflow.orchestration.postgres import find_binaries, start_cluster, stop_cluster
@@ -23,21 +23,6 @@ from trainflow.orchestration.stack import read_stack, stack_down
 
 TIMEOUT = 300
 EXIT_USER_ERROR = 2
-
-
-def binaries_found() -> bool:
-    try:
-        find_binaries()
-    except UserInputError:
-        return False
-    return True
-
-
-# CI installs PostgreSQL (.ci/run); elsewhere these tests are skipped without it.
-needs_postgres = pytest.mark.skipif(
-    not binaries_found() and os.environ.get("CI") != "true",
-    reason="no PostgreSQL server binaries (apt-get install postgresql)",
-)
 
 
 def trainflow_stack(home: Path, *arguments: str, status: int = 0) -> subprocess.CompletedProcess:
