@@ -51,12 +51,13 @@ def evaluate_model(
 def _evaluate(
     persisted: PersistedModel, training: TrainingResult, data: PreparedData, paths: RunPaths
 ) -> None:
-    images, labels = read_split(data.paths.split("test"))
+    contract = training.contract
+    images, labels = read_split(data.paths.split("test"), contract.pixels)
     loaded = load_saved_model(persisted.keras_model, training.recipe)
     rebuilt = build_model(training.recipe, training.image_shape, training.num_classes)
     rebuilt.load_weights(persisted.weights)
-    loaded_loss, probabilities = loss_and_probabilities(loaded, images, labels)
-    rebuilt_loss, rebuilt_probabilities = loss_and_probabilities(rebuilt, images, labels)
+    loaded_loss, probabilities = loss_and_probabilities(loaded, images, labels, contract)
+    rebuilt_loss, rebuilt_probabilities = loss_and_probabilities(rebuilt, images, labels, contract)
     loaded_predictions = probabilities.argmax(axis=1)
     rebuilt_predictions = rebuilt_probabilities.argmax(axis=1)
     if not np.array_equal(loaded_predictions, rebuilt_predictions) or not math.isclose(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,29 +10,34 @@ from prefect import task
 
 from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
-from trainflow.results import PersistedModel, TrainingResult
+from trainflow.results import ModelMetadata, PersistedModel, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
-from trainflow.storage.atomic import atomic_path
+from trainflow.storage.atomic import atomic_path, write_json
 from trainflow.storage.mirror import location
 from trainflow.training.export import export_for_serving
 from trainflow.training.models import build_model
 
 logger = logging.getLogger("trainflow.persist")
 STAGE = "persist_model"
+METADATA_FILE = "trainflow.json"
 
 
 def persist_model(training: TrainingResult, weights: Path, paths: RunPaths) -> PersistedModel:
     """Rebuild the model, load `weights`, and save it to `paths.keras_model` (architecture, weights
-    and optimizer) and `paths.saved_model` (inference-only SavedModel), each atomically.
+    and optimizer), `paths.saved_model` (inference-only SavedModel serving class probabilities)
+    and `paths.model_metadata` (the pixels to feed it, its outputs, its classes), each atomically.
     Skipped when an earlier attempt already did it for this training result."""
     persisted = PersistedModel(
-        keras_model=paths.keras_model, saved_model=paths.saved_model, weights=weights
+        keras_model=paths.keras_model,
+        saved_model=paths.saved_model,
+        weights=weights,
+        metadata=paths.model_metadata,
     )
     run_stage_once(
         paths,
         STAGE,
         [training.model_identity],
-        [paths.keras_model, paths.saved_model],
+        [paths.keras_model, paths.saved_model, paths.model_metadata],
         lambda: _save(training, weights, paths),
     )
     return persisted
@@ -42,8 +48,18 @@ def _save(training: TrainingResult, weights: Path, paths: RunPaths) -> None:
     model.load_weights(weights)
     with atomic_path(paths.keras_model) as temporary:
         model.save(temporary)
+    metadata = ModelMetadata(
+        model=training.recipe.model,
+        image_shape=training.image_shape,
+        class_names=training.class_names,
+        contract=training.contract,
+    ).model_dump(mode="json")
     with atomic_path(paths.saved_model) as temporary:
-        export_for_serving(model, training.image_shape, temporary)
+        export_for_serving(model, training.image_shape, training.contract, temporary)
+        # Beside the SavedModel's own files, where TensorFlow leaves what it does not read.
+        (temporary / "assets.extra").mkdir(exist_ok=True)
+        (temporary / "assets.extra" / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    write_json(paths.model_metadata, metadata)
     logger.info(
         "Saved model to %s and SavedModel to %s",
         location(paths.keras_model),

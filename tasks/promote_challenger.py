@@ -12,7 +12,7 @@ from trainflow.paths import ArtifactPaths
 from trainflow.results import PromotionDecision, RunSummary
 from trainflow.runs.registry import ModelVersion, Registry, code_version, now
 from trainflow.storage.mirror import fetched
-from trainflow.training.scoring import accuracy_on
+from trainflow.training.scoring import accuracy_on, saved_contract
 
 logger = logging.getLogger("trainflow.promote")
 
@@ -29,12 +29,14 @@ def promote_challenger(
         if champion is None:
             champion_accuracy, promoted, reason = None, True, "first model: no champion yet"
         else:
+            champions_run = artifacts.run(champion.run_name)
             champion_accuracy = (
                 champion.test_accuracy
                 if champion.data_fingerprint == summary.data_fingerprint
                 else accuracy_on(
-                    fetched(artifacts.run(champion.run_name).keras_model),
+                    fetched(champions_run.keras_model),
                     artifacts.data(summary.data_fingerprint).split("test"),
+                    saved_contract(fetched(champions_run.model_metadata)),
                     ModelRecipe(model=champion.parameters.get("model", "mlp")),
                 )
             )

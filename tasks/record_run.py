@@ -32,6 +32,7 @@ def finish_run(
         data_fingerprint=training.data_fingerprint,
         model=training.recipe.model,
         class_names=training.class_names,
+        pixels=training.contract.pixels,
         test_accuracy=evaluation.accuracy,
         test_loss=evaluation.loss,
         macro_f1=evaluation.report.macro_f1,
@@ -46,6 +47,7 @@ def finish_run(
         epochs_completed=summary.epochs_completed,
         resumed_from=summary.resumed_from,
         test_accuracy=summary.test_accuracy,
+        pixels=summary.pixels,
     )
     return summary
 

@@ -72,6 +72,7 @@ def train_model(
         history=state.history,
         steps_per_epoch=steps_per_epoch(data.rows["train"], config.batch_size),
         resumes=state.resumes,
+        contract=state.contract,
     )
     write_json(paths.training_result, result.model_dump(mode="json"))
     return result

@@ -1,4 +1,6 @@
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import synthetic_images
@@ -19,10 +21,22 @@ def raw(images, labels, origin="test.idx"):
     return RawSplit(np.asarray(images), np.asarray(labels), origin)
 
 
-def test_integer_pixels_are_scaled_to_unit_range():
-    images, labels = normalise_split(raw(np.full((2, 4, 4), 255, np.uint8), [3, 4]))
-    assert images.dtype == np.float32 and images.max() == 1.0
+def test_integer_pixels_stay_8_bit_and_float_pixels_float():
+    images, labels = normalise_split(raw(np.full((2, 4, 4), 255, np.int64), [3, 4]))
+    assert images.dtype == np.uint8 and images.max() == 255
     assert labels.dtype == np.int64 and labels.tolist() == [3, 4]
+    floats, _ = normalise_split(raw(np.full((2, 4, 4), 0.5, np.float64), [3, 4]))
+    assert floats.dtype == np.float32 and floats.max() == 0.5
+
+
+def test_8_bit_splits_beside_float_splits_are_all_prepared_as_unit_floats():
+    splits = {
+        "train": raw(np.full((20, 4, 4), 255, np.uint8), [0, 1] * 10),
+        "test": raw(np.full((4, 4, 4), 0.5, np.float32), [0, 1] * 2),
+    }
+    prepared = split_dataset(splits, PreparationSpec())
+    assert {images.dtype for images, _ in prepared.values()} == {np.dtype(np.float32)}
+    assert prepared["train"][0].max() == 1.0 and prepared["test"][0].max() == 0.5
 
 
 @pytest.mark.parametrize(
@@ -99,11 +113,15 @@ def test_a_class_missing_from_a_split_is_refused():
         split_dataset({"all": raw(images, labels)}, PreparationSpec())
 
 
-def test_parquet_split_round_trips_exactly(tmp_path):
+def test_parquet_split_round_trips_exactly_in_either_pixel_range(tmp_path):
     images, labels = normalise_split(raw(*synthetic_images(30, seed=4)))
     write_split(tmp_path / "train.parquet", images, labels)
-    read_images, read_labels = read_split(tmp_path / "train.parquet")
-    np.testing.assert_array_equal(read_images, images)
+    assert pq.read_schema(tmp_path / "train.parquet").field("image").type.value_type == pa.uint8()
+    raw_images, read_labels = read_split(tmp_path / "train.parquet", "raw")
+    np.testing.assert_array_equal(raw_images, images.astype(np.float32))
+    unit_images, _ = read_split(tmp_path / "train.parquet")
+    assert unit_images.dtype == np.float32
+    np.testing.assert_array_equal(unit_images, images.astype(np.float32) / np.float32(255))
     np.testing.assert_array_equal(read_labels, labels)
     assert class_counts(read_labels, 10) == [3] * 10
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainflow.contract import PixelRange
 from trainflow.storage.stores import is_url, local_path_of
 
 SourceKind = Literal["mnist", "fashion_mnist", "idx", "npz", "parquet", "images"]
@@ -65,8 +66,7 @@ class DataSource(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _a_url_is_read_from_a_local_copy(cls, data: Any) -> Any:
-        # Recomputed whenever a source is validated (also when deserialised in another process),
-        # so that the copy is always this process's; a URL never becomes a path (`s3:/b/x`).
+        # Recomputed at every validation (in another process too): the copy is this process's.
         if isinstance(data, dict):
             location = data.get("location")
             if isinstance(location, str) and is_url(location) and not data.get("url"):
@@ -90,9 +90,8 @@ class DataSource(BaseModel):
 
 
 class ModelRecipe(BaseModel):
-    """How the model is built and compiled: a built-in architecture or a builder function by
-    import path, and the optimizer trainflow compiles it with when the builder leaves it
-    uncompiled."""
+    """How the model is built and compiled: a built-in architecture or a builder function by import
+    path, and the optimizer trainflow compiles it with if the builder leaves it uncompiled."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -161,6 +160,11 @@ class RunConfig(BaseModel):
         le=10,
         description="Learning rate of that optimizer",
         json_schema_extra={"default_help": "the optimizer's own"},
+    )
+    pixels: PixelRange | None = Field(
+        None,
+        description="Pixels fed to the model: unit ([0, 1]) or raw (the source's values, 0..255)",
+        json_schema_extra={"default_help": "raw if the model rescales its input itself, else unit"},
     )
     num_classes: int | None = Field(
         None,

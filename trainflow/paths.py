@@ -133,6 +133,11 @@ class RunPaths(BaseModel):
         return self.model_dir / "saved_model"
 
     @property
+    def model_metadata(self) -> Path:
+        """How to feed the saved model and read its outputs (`ModelMetadata`)."""
+        return self.model_dir / "model.json"
+
+    @property
     def evaluation(self) -> Path:
         return self.run_dir / "evaluation.json"
 

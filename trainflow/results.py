@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, model_validator
 
 from trainflow.checkpoints.state import ResumePoint
 from trainflow.config import ModelRecipe
+from trainflow.contract import ModelContract, PixelRange
 from trainflow.paths import DataPaths
 from trainflow.reports.metrics import (
     ClassificationReport,
@@ -60,6 +61,8 @@ class TrainingResult(BaseModel):
     history: dict[str, list[float]]
     steps_per_epoch: int
     resumes: list[ResumePoint]
+    # Results of runs before the contract was recorded: softmax probabilities, pixels in [0, 1].
+    contract: ModelContract = ModelContract()
 
     @model_validator(mode="before")
     @classmethod
@@ -86,6 +89,19 @@ class PersistedModel(BaseModel):
     keras_model: Path
     saved_model: Path
     weights: Path
+    metadata: Path | None = None
+
+
+class ModelMetadata(BaseModel):
+    """What a saved model does not say itself (`model/model.json`, and
+    `saved_model/assets.extra/trainflow.json`): the pixels to feed it, what its outputs are, and
+    its classes. The SavedModel's `serve` takes float32 pixels in `contract.pixels`' range and
+    returns class probabilities; the `.keras` model returns its own outputs (`contract.outputs`)."""
+
+    model: str
+    image_shape: tuple[int, ...]
+    class_names: list[str]
+    contract: ModelContract
 
 
 class Evaluation(BaseModel):
@@ -137,6 +153,7 @@ class RunSummary(BaseModel):
     data_fingerprint: str
     model: str
     class_names: list[str]
+    pixels: PixelRange
     test_accuracy: float
     test_loss: float
     macro_f1: float

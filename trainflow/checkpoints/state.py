@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from trainflow.contract import ModelContract
+
 CHECKPOINT_FORMAT_VERSION = 1
 
 
@@ -36,6 +38,7 @@ class ResumeState(BaseModel):
     epochs_done: int = 0
     step_in_epoch: int = 0
     model_kind: str  # the model: a built-in name or a builder's MODULE:FUNCTION
+    contract: ModelContract = ModelContract()  # how the model is fed and read (pixels included)
     optimizer: str = "adam"
     learning_rate: float | None = None
     data_fingerprint: str

@@ -23,7 +23,8 @@ from trainflow.storage.mirror import fetch
 logger = logging.getLogger("trainflow.prepare_data")
 
 # Part of the fingerprint: bump it when the prepared files change meaning, so old ones are not reused.
-PREPARED_FORMAT_VERSION = 1
+# 2: 8-bit sources' pixels stay uint8 (version 1 stored every pixel as float32 in [0, 1]).
+PREPARED_FORMAT_VERSION = 2
 
 
 def data_fingerprint(source_sha256: str, preparation: PreparationSpec) -> str:

@@ -15,15 +15,19 @@ from trainflow.data.parquet import (
     LABEL_COLUMN,
     read_parquet_split,
 )
+from trainflow.contract import PixelRange
 from trainflow.data.raw import RawSplit
+from trainflow.data.validation import unit_pixels
 
 
 def write_split(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write one split as Parquet: `image` (fixed-size list of float32 pixels), `label` (int64),
-    and the image shape ("H,W" or "H,W,C") in the schema metadata."""
+    """Write one split as Parquet: `image` (fixed-size list of pixels: uint8 as an 8-bit source
+    gave them, float32 in [0, 1] otherwise), `label` (int64), and the image shape ("H,W" or
+    "H,W,C") in the schema metadata."""
     image_shape = images.shape[1:]
+    pixel_type = pa.uint8() if images.dtype == np.uint8 else pa.float32()
     pixels = pa.FixedSizeListArray.from_arrays(
-        pa.array(images.reshape(-1), type=pa.float32()), int(np.prod(image_shape))
+        pa.array(images.reshape(-1), type=pixel_type), int(np.prod(image_shape))
     )
     table = pa.table({IMAGE_COLUMN: pixels, LABEL_COLUMN: pa.array(labels, type=pa.int64())})
     shape_text = ",".join(map(str, image_shape))
@@ -31,11 +35,13 @@ def write_split(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     pq.write_table(table, path)
 
 
-def read_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split that `write_split` wrote, as float32 images (N, H, W) or (N, H, W, C) and int64
-    labels."""
+def read_split(path: Path, pixels: PixelRange = "unit") -> tuple[np.ndarray, np.ndarray]:
+    """Read a split that `write_split` wrote, as float32 images (N, H, W) or (N, H, W, C) in the
+    range `pixels` (`unit`: [0, 1]; `raw`: the source's values, 0..255 for 8-bit pixels) and
+    int64 labels."""
     split = read_parquet_split(path)
-    return split.images.astype(np.float32, copy=False), split.labels.astype(np.int64, copy=False)
+    images = unit_pixels(split.images) if pixels == "unit" else split.images
+    return images.astype(np.float32, copy=False), split.labels.astype(np.int64, copy=False)
 
 
 def sha256_of_arrays(raw: dict[str, RawSplit]) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 
 from trainflow.config import PreparationSpec
 from trainflow.data.raw import RawSplit
-from trainflow.data.validation import normalise_split
+from trainflow.data.validation import normalise_split, unit_pixels
 from trainflow.errors import DataSourceError
 
 
@@ -40,6 +40,11 @@ def split_dataset(
     of train (`validation_fraction` of it); train + validation + test are kept as they are.
     """
     normalised = {name: normalise_split(split) for name, split in raw.items()}
+    if len({images.dtype for images, _ in normalised.values()}) > 1:
+        # 8-bit splits beside float ones: all as floats in [0, 1], so the splits mean the same.
+        normalised = {
+            name: (unit_pixels(images), labels) for name, (images, labels) in normalised.items()
+        }
     origins = "; ".join(split.origin for split in raw.values())
     shapes = {name: images.shape[1:] for name, (images, _) in normalised.items()}
     if len(set(shapes.values())) > 1:

@@ -14,10 +14,11 @@ FLOAT_KIND = "f"
 
 
 def normalise_split(split: RawSplit) -> tuple[np.ndarray, np.ndarray]:
-    """Check one split and return float32 images in [0, 1] of shape (N, H, W), or (N, H, W, C)
-    for C channels (one channel counts as none: (N, H, W)), and int64 labels 0 or more.
+    """Check one split and return its images of shape (N, H, W), or (N, H, W, C) for C channels
+    (one channel counts as none: (N, H, W)), and int64 labels 0 or more.
 
-    Integer pixels must lie in 0..255 and are divided by 255; float pixels must already lie in [0, 1].
+    Integer pixels must lie in 0..255 and stay 8-bit (uint8), so that a model that rescales its
+    input itself can be fed the source's values; float pixels must lie in [0, 1] (float32).
     """
     images, labels, origin = split.images, split.labels, split.origin
     if images.ndim == 4 and images.shape[-1] == 1:
@@ -45,7 +46,7 @@ def _normalised_pixels(images: np.ndarray, origin: str) -> np.ndarray:
     if images.dtype.kind in INTEGER_KINDS:
         if images.min() < 0 or images.max() > MAX_PIXEL_VALUE:
             raise DataSourceError(f"{origin}: integer pixels must lie in 0..{MAX_PIXEL_VALUE}")
-        return images.astype(np.float32) / np.float32(MAX_PIXEL_VALUE)
+        return images.astype(np.uint8)
     if images.dtype.kind != FLOAT_KIND:
         raise DataSourceError(
             f"{origin}: pixels have dtype {images.dtype}; expected integer or float"
@@ -57,6 +58,13 @@ def _normalised_pixels(images: np.ndarray, origin: str) -> np.ndarray:
             f"{origin}: float pixels must lie in [0, 1]; store integers 0..255 or scale them first"
         )
     return images.astype(np.float32)
+
+
+def unit_pixels(images: np.ndarray) -> np.ndarray:
+    """Checked pixels as float32 in [0, 1]: 8-bit ones divided by 255."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / np.float32(MAX_PIXEL_VALUE)
+    return images
 
 
 def _checked_labels(labels: np.ndarray, origin: str) -> np.ndarray:

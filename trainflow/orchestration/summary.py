@@ -30,7 +30,7 @@ def summary_markdown(config: RunConfig, summary: RunSummary, extra: str = "") ->
 | resume | {resumed} |
 | data | `{config.dataset}` (prepared data `{summary.data_fingerprint}`) |
 | classes | {len(summary.class_names)}: {_listed(summary.class_names)} |
-| model | `{summary.model}`, saved as `{summary.model_path}` |
+| model | `{summary.model}`, saved as `{summary.model_path}`; fed {summary.pixels} pixels |
 | pictures | `{summary.reports_dir}`: learning_curves.png, confusion_matrix.png, confident_mistakes.png |
 {extra}
 ## Parameters

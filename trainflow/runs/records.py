@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from trainflow.config import RunConfig
+from trainflow.contract import PixelRange
 from trainflow.errors import RunStateError
 from trainflow.paths import RECORD_FILE, ArtifactPaths, RunPaths
 from trainflow.runs.lock import holds_lock, lock_run, unlock_run
@@ -37,6 +38,7 @@ class RunRecord(BaseModel):
     epochs_completed: int | None = None
     resumed_from: int | None = None
     test_accuracy: float | None = None
+    pixels: PixelRange | None = None  # the pixel range the model was fed, once it is known
     error: str | None = None
 
 
@@ -115,8 +117,8 @@ def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPa
 
 
 def close_run(paths: RunPaths, **results: Any) -> None:
-    """Mark the run completed with its results (epochs_completed, resumed_from, test_accuracy)
-    and release its lock."""
+    """Mark the run completed with its results (epochs_completed, resumed_from, test_accuracy,
+    pixels) and release its lock."""
     record = read_record(paths)
     if record is not None:
         write_record(

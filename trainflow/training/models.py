@@ -11,24 +11,35 @@ import numpy as np
 from trainflow.config import ModelRecipe
 from trainflow.errors import UnsafeModelError
 from trainflow.training.builders import ModelBuilderError, call_builder, import_builder
+from trainflow.contract import ModelContract, PixelRange, labels_for_loss
+from trainflow.training.heads import accuracy_metric, loss_for, read_contract
 
 if TYPE_CHECKING:
     import keras
-
-# How close to 1 a probe's class probabilities must sum (float32 softmax).
-PROBABILITY_SUM_TOLERANCE = 1e-3
 
 
 def build_model(
     recipe: ModelRecipe | str, input_shape: tuple[int, ...], num_classes: int
 ) -> keras.Model:
-    """Build the model of `recipe` (or of a model name, with the default optimizer), check it, and
-    compile it unless its builder did; with its optimizer and metrics built, so that saved state
-    loads into them.
+    """The model of `build_classifier`, without its contract."""
+    return build_classifier(recipe, input_shape, num_classes)[0]
+
+
+def build_classifier(
+    recipe: ModelRecipe | str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    pixels: PixelRange | None = None,
+) -> tuple[keras.Model, ModelContract]:
+    """Build the model of `recipe` (or of a model name, with the default optimizer), read its
+    contract (`pixels` None: the range the model expects), and compile it unless its builder did,
+    with the loss of its head; with its optimizer and metrics built, so that saved state loads
+    into them.
 
     `mlp` is the classic Flatten -> Dense(128, relu) -> Dense(num_classes, softmax); `cnn` is two
     convolution/pooling blocks, dropout and a softmax layer. A builder's model must take
-    `input_shape` images and output `num_classes` class probabilities, and hold no `Lambda` layer.
+    `input_shape` images and output `num_classes` class probabilities or logits (or, for two
+    classes, one of either), and hold no `Lambda` layer.
     """
     import keras
 
@@ -38,6 +49,10 @@ def build_model(
     else:
         model = call_builder(recipe.model, input_shape, num_classes)
     _refuse_lambda_layers(model, recipe.model)
+    probe = np.zeros((1, *input_shape), dtype=np.float32)
+    outputs = model(probe)
+    outputs = keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
+    contract = read_contract(model, recipe.model, num_classes, outputs, pixels)
     if not model.compiled:
         optimizer_class = {
             "adam": keras.optimizers.Adam,
@@ -48,18 +63,16 @@ def build_model(
         rate = {} if recipe.learning_rate is None else {"learning_rate": recipe.learning_rate}
         model.compile(
             optimizer=optimizer_class(**rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+            loss=loss_for(contract),
+            metrics=[accuracy_metric(contract)],
         )
     # load_weights silently skips optimizer state unless the optimizer already has its variables,
     # and a resumed epoch's metric sums can only be restored into metrics that exist: build both.
     model.optimizer.build(model.trainable_variables)
-    probe = np.zeros((1, *input_shape), dtype=np.float32)
-    outputs = model(probe)
-    _check_outputs(keras.ops.convert_to_numpy(outputs), recipe.model, num_classes)
-    model.compute_metrics(probe, np.zeros(1, dtype=np.int64), outputs, sample_weight=None)
+    labels = labels_for_loss(np.zeros(1, dtype=np.int64), contract, num_classes)
+    model.compute_metrics(probe, labels, outputs, sample_weight=None)
     model.reset_metrics()
-    return model
+    return model, contract
 
 
 def _mlp(input_shape: tuple[int, ...], num_classes: int) -> list[keras.layers.Layer]:
@@ -132,23 +145,6 @@ def _all_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
             children += [item for item in values if isinstance(item, keras.layers.Layer)]
         pending += children
     return list(found.values())
-
-
-def _check_outputs(outputs: np.ndarray, name: str, num_classes: int) -> None:
-    """A classifier's output: one row of `num_classes` probabilities per image."""
-    if outputs.ndim != 2 or outputs.shape[1] != num_classes:
-        raise ModelBuilderError(
-            f"model {name} outputs shape {tuple(outputs.shape)} for one image; expected "
-            f"(1, {num_classes}): one probability per class (end with Dense({num_classes}, "
-            "activation='softmax'))"
-        )
-    if (outputs < 0).any() or not np.allclose(
-        outputs.sum(axis=1), 1, atol=PROBABILITY_SUM_TOLERANCE
-    ):
-        raise ModelBuilderError(
-            f"model {name} outputs values that are not class probabilities (they do not sum to "
-            "1); end it with a softmax (activation='softmax')"
-        )
 
 
 def load_saved_model(path: Path, recipe: ModelRecipe | None = None) -> keras.Model:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from trainflow.checkpoints.model_state import restore_random_state
@@ -15,7 +16,8 @@ from trainflow.checkpoints.state import ResumePoint, ResumeState
 from trainflow.checkpoints.writer import CheckpointWriter
 from trainflow.config import RunConfig
 from trainflow.data.prepared import read_split
-from trainflow.errors import as_storage_error
+from trainflow.contract import ModelContract, labels_for_loss
+from trainflow.errors import RunStateError, as_storage_error
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData
 from trainflow.training.callbacks.checkpointing import checkpoint_callbacks
@@ -30,7 +32,7 @@ from trainflow.training.callbacks.monitoring import (
 from trainflow.training.callbacks.resume import (
     ResumeCheckpoint,
 )
-from trainflow.training.models import build_model
+from trainflow.training.models import build_classifier, build_model
 from trainflow.training.pipeline import steps_per_epoch, training_batches
 from trainflow.training.seeding import private_default_seeds
 
@@ -51,10 +53,12 @@ def fit_from(
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     with private_default_seeds(config.seed):
-        model = build_model(config.recipe, data.image_shape, data.num_classes)
-    state = _starting_state(model, config, data, paths, state)
-    images, labels = read_split(data.paths.split("train"))
-    validation = read_split(data.paths.split("validation"))
+        model, contract = build_classifier(
+            config.recipe, data.image_shape, data.num_classes, config.pixels
+        )
+    state = _starting_state(model, contract, config, data, paths, state)
+    images, labels = _examples(data, "train", contract)
+    validation = _examples(data, "validation", contract)
     steps_in_epoch = steps_per_epoch(len(labels), config.batch_size)
     paths.best_checkpoints_dir.mkdir(parents=True, exist_ok=True)
     # Resume checkpoints are written in a background thread, in the file layout that a throwaway
@@ -92,8 +96,17 @@ def fit_from(
     return committed or state
 
 
+def _examples(
+    data: PreparedData, split: str, contract: ModelContract
+) -> tuple[np.ndarray, np.ndarray]:
+    """A split's images in the model's pixel range and its labels in the form its loss takes."""
+    images, labels = read_split(data.paths.split(split), contract.pixels)
+    return images, labels_for_loss(labels, contract, data.num_classes)
+
+
 def _starting_state(
     model: keras.Model,
+    contract: ModelContract,
     config: RunConfig,
     data: PreparedData,
     paths: RunPaths,
@@ -101,14 +114,23 @@ def _starting_state(
 ) -> ResumeState:
     """A fresh state, or `state` restored into `model` (weights, optimizer, random state) and
     recorded as a resume point."""
+    chosen = "chosen" if config.pixels is None else "given"
+    logger.info("Model %s: %s (pixel range %s)", config.model, contract.describe(), chosen)
     if state is None:
         return ResumeState(
             model_kind=config.model,
+            contract=contract,
             optimizer=config.optimizer,
             learning_rate=config.learning_rate,
             data_fingerprint=data.fingerprint,
             seed=config.seed,
             batch_size=config.batch_size,
+        )
+    if state.contract != contract:
+        raise RunStateError(
+            f"run {paths.name} was trained as {state.contract.describe()}; the model is now "
+            f"{contract.describe()}; resume it with --pixels {state.contract.pixels} and its own "
+            "model, or pass --fresh or another --run-name"
         )
     model.load_weights(paths.resume_dir / state.weights_file)
     restore_random_state(model, state.seed_generator_states)
