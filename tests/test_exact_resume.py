@@ -13,10 +13,13 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from tasks.prepare_data import prepare_data
 from tasks.train_model import train_model
+from examples.datasets import write_rgb_image_folder
+from tests.conftest import synthetic_images, write_idx_pair
 from tests.checkpoints_on_disk import (
     final_checkpoint,
     interrupted_writes,
@@ -37,6 +40,8 @@ KILL_IN_SUBPROCESS = """
 import json, sys
 from tasks.prepare_data import prepare_data
 from tasks.train_model import train_model
+from examples.datasets import write_rgb_image_folder
+from tests.conftest import synthetic_images, write_idx_pair
 from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths
 config = RunConfig.model_validate_json(sys.argv[1])
@@ -124,24 +129,49 @@ def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
     assert sorted(epoch_order(3, 1, 50).tolist()) == list(range(50))
 
 
+def two_class_idx_dir(directory):
+    """idx_dir's images with two classes: the first five square places and the last five."""
+    images, labels = synthetic_images(400, seed=1)
+    write_idx_pair(directory, "t10k", images, (labels >= 5).astype(np.uint8))
+    return directory
+
+
 # The builders add augmentation layers, Dropout nested in sub-models, BatchNormalization, a custom
 # layer, GaussianNoise, SpatialDropout and a learning-rate schedule: random state anywhere in a
-# model, and the optimizer's own, must resume exactly.
+# model, and the optimizer's own, must resume exactly; and every head: logits, one-hot labels, one
+# logit for two classes (with Rescaling inside: raw pixels), a subclassed model, and a frozen
+# keras.applications backbone.
 @pytest.mark.parametrize(
-    "model",
-    ["mlp", "cnn", "examples.small_convnet:build_model", "tests.resume_builders:scheduled_noisy"],
+    ("model", "classes"),
+    [
+        ("mlp", 10),
+        ("cnn", 10),
+        ("examples.small_convnet:build_model", 10),
+        ("tests.resume_builders:scheduled_noisy", 10),
+        ("examples.tutorial_models:quickstart", 10),
+        ("examples.tutorial_models:simple_convnet", 10),
+        ("examples.tutorial_models:from_scratch", 2),
+        ("examples.tutorial_models:subclassed", 10),
+        ("examples.tutorial_models:frozen_mobilenet", 3),
+    ],
 )
 def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run_bitwise(
-    model, idx_dir, artifacts, caplog
+    model, classes, idx_dir, tmp_path, artifacts, caplog
 ):
+    options = {}
+    if classes == 2:
+        idx_dir = two_class_idx_dir(tmp_path / "two-classes")
+    if classes == 3:  # a keras.applications backbone: RGB images of 32x32 at least
+        folder = write_rgb_image_folder(tmp_path / "colours", per_class=134, size=(32, 32))
+        options = {"dataset": f"images:{folder}"}  # 402 images: 9 steps an epoch too
     root = ArtifactPaths.at(artifacts)
-    reference_config = deterministic_config(idx_dir, artifacts, model, "reference")
+    reference_config = deterministic_config(idx_dir, artifacts, model, "reference", **options)
     data = prepare_data(reference_config.source, reference_config.preparation, root)
     reference = train_model(reference_config, data, root.run("reference"))
 
     kill_step = 2 * STEPS_PER_EPOCH + 7  # epoch 3, batch 7; last checkpoint at global step 25
     killed_config = deterministic_config(
-        idx_dir, artifacts, model, "killed", kill_at_step=kill_step
+        idx_dir, artifacts, model, "killed", kill_at_step=kill_step, **options
     )
     kill_in_subprocess(killed_config)
     paths = root.run("killed")

@@ -179,16 +179,16 @@ def test_a_diverging_loss_stops_training_at_once_and_nothing_is_persisted(run, m
     config, data, paths = run
     from trainflow.training import session as stage
 
-    build_model = stage.build_model
+    build_classifier = stage.build_classifier
 
     def diverged_model(*args):
         """A model whose output layer already holds a NaN, as after an exploding update."""
-        model = build_model(*args)
+        model, contract = build_classifier(*args)
         kernel = model.layers[-1].kernel
         kernel.assign(np.where(np.eye(*kernel.shape, dtype=bool), np.nan, kernel.numpy()))
-        return model
+        return model, contract
 
-    monkeypatch.setattr(stage, "build_model", diverged_model)
+    monkeypatch.setattr(stage, "build_classifier", diverged_model)
     with pytest.raises(NonFiniteLossError, match="the loss became nan in epoch 1; nothing was"):
         train_model(config, data, paths)
     assert load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir) is None

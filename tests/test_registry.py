@@ -26,6 +26,7 @@ def summary(run_name: str, accuracy: float) -> RunSummary:
         data_fingerprint="same-test-data",
         model="mlp",
         class_names=[str(label) for label in range(10)],
+        pixels="unit",
         test_accuracy=accuracy,
         test_loss=0.1,
         macro_f1=accuracy,

@@ -31,9 +31,17 @@ def wrong_size(input_shape, num_classes):
     return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
                              keras.layers.Dense(num_classes + 1, activation="softmax")])
 
-def logits(input_shape, num_classes):
-    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
-                             keras.layers.Dense(num_classes)])
+def softmax_from_logits(input_shape, num_classes):
+    model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                              keras.layers.Dense(num_classes, activation="softmax")])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+def regression(input_shape, num_classes):
+    model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                              keras.layers.Dense(num_classes)])
+    model.compile(loss="mean_squared_error")
+    return model
 
 def with_lambda(input_shape, num_classes):
     inputs = keras.Input(input_shape)
@@ -72,7 +80,8 @@ def builders(tmp_path, monkeypatch) -> Path:
     ("model", "message"),
     [
         ("user_builders:wrong_size", "outputs shape (1, 11) for one image; expected (1, 10)"),
-        ("user_builders:logits", "outputs values that are not class probabilities"),
+        ("user_builders:softmax_from_logits", "but it ends in a softmax, whose outputs are"),
+        ("user_builders:regression", "loss mean_squared_error: trainflow trains classifiers"),
         ("user_builders:with_lambda", "has Lambda layers (double): their Python code cannot be"),
         ("user_builders:raises", "raised ValueError for input_shape=(28, 28), num_classes=10: "),
         ("user_builders:not_a_model", "returned str, not a keras.Model"),
@@ -106,6 +115,8 @@ def test_built_in_models_take_channels():
     ("model", "message"),
     [
         ("user_builders:wrong_size", "outputs shape (1, 11) for one image"),
+        ("user_builders:softmax_from_logits", "from_logits=True), but it ends in a softmax"),
+        ("user_builders:regression", "loss mean_squared_error: trainflow trains classifiers"),
         ("no_such_module:build", "cannot import no_such_module"),
     ],
 )
