@@ -112,12 +112,13 @@ def from_scratch(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     x = layers.Dropout(0.25)(x)
     outputs = layers.Dense(units, activation=None)(x)
     model = keras.Model(inputs, outputs)
-    loss = (
-        keras.losses.BinaryCrossentropy(from_logits=True)
-        if units == 1
-        else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    )
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, metrics=["accuracy"])
+    if units == 1:  # as the tutorial compiles it
+        loss = keras.losses.BinaryCrossentropy(from_logits=True)
+        metrics = [keras.metrics.BinaryAccuracy(name="acc")]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = ["accuracy"]
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, metrics=metrics)
     return model
 
 
