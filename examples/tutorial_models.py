@@ -19,18 +19,15 @@ builder signature trainflow calls, `FUNCTION(input_shape, num_classes)`:
   so BatchNormalization stays in inference mode).
 - `subclassed`: a subclassed `keras.Model`, registered so that its saved file loads in safe mode.
 
-Grayscale images come as (height, width), without a channel axis: the convolutional models add
-one with `Reshape` when `input_shape` has two dimensions, as `examples/small_convnet.py` does.
+Grayscale images come as (height, width); the convolutional models, written for images with a
+channel axis, get (height, width, 1) from trainflow, which calls a builder again with that shape
+when the first one fails.
 """
 
 from __future__ import annotations
 
 import keras
 from keras import layers
-
-
-def _channels(input_shape: tuple[int, ...]) -> list[layers.Layer]:
-    return [] if len(input_shape) == 3 else [layers.Reshape((*input_shape, 1))]
 
 
 def quickstart(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
@@ -55,7 +52,6 @@ def image_classification(input_shape: tuple[int, ...], num_classes: int) -> kera
     model = keras.Sequential(
         [
             layers.Input(shape=input_shape),
-            *_channels(input_shape),
             layers.Rescaling(1.0 / 255),
             layers.Conv2D(16, 3, padding="same", activation="relu"),
             layers.MaxPooling2D(),
@@ -82,7 +78,6 @@ def simple_convnet(input_shape: tuple[int, ...], num_classes: int) -> keras.Mode
     model = keras.Sequential(
         [
             keras.Input(shape=input_shape),
-            *_channels(input_shape),
             layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
             layers.MaxPooling2D(pool_size=(2, 2)),
             layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
@@ -99,8 +94,7 @@ def simple_convnet(input_shape: tuple[int, ...], num_classes: int) -> keras.Mode
 def from_scratch(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
     """keras.io's "Image classification from scratch", smaller: one logit for two classes."""
     inputs = keras.Input(shape=input_shape)
-    x = inputs if len(input_shape) == 3 else layers.Reshape((*input_shape, 1))(inputs)
-    x = layers.Rescaling(1.0 / 255)(x)
+    x = layers.Rescaling(1.0 / 255)(inputs)
     x = layers.Conv2D(32, 3, strides=2, padding="same")(x)
     x = layers.BatchNormalization()(x)
     x = layers.Activation("relu")(x)
@@ -184,7 +178,11 @@ class DigitClassifier(keras.Model):
         return self.classes(self.hidden(self.flatten(inputs)))
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "num_classes": self.num_classes, "hidden": self.hidden_units}
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "hidden": self.hidden_units,
+        }
 
 
 def subclassed(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:

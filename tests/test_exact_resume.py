@@ -16,15 +16,15 @@ import keras
 import numpy as np
 import pytest
 
+from examples.datasets import write_rgb_image_folder
 from tasks.prepare_data import prepare_data
 from tasks.train_model import train_model
-from examples.datasets import write_rgb_image_folder
-from tests.conftest import synthetic_images, write_idx_pair
 from tests.checkpoints_on_disk import (
     final_checkpoint,
     interrupted_writes,
     newest_complete_checkpoint,
 )
+from tests.conftest import synthetic_images, write_idx_pair
 from trainflow.checkpoints.compare import differing_arrays
 from trainflow.checkpoints.store import checkpoint_files
 from trainflow.config import RunConfig

@@ -42,7 +42,9 @@ class ModelContract(BaseModel):
 
     def describe(self) -> str:
         """One phrase for logs: `logits, loss sparse_categorical_crossentropy, raw pixels`."""
-        head = f"one {'probability' if self.outputs == 'probabilities' else 'logit'} for two classes"
+        head = (
+            f"one {'probability' if self.outputs == 'probabilities' else 'logit'} for two classes"
+        )
         return (
             f"{head if self.binary else self.outputs}, loss {self.loss}, "
             f"{'raw pixels (the source values)' if self.pixels == 'raw' else 'pixels in [0, 1]'}"

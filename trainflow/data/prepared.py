@@ -9,13 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from trainflow.contract import PixelRange
 from trainflow.data.parquet import (
     IMAGE_COLUMN,
     IMAGE_SHAPE_METADATA_KEY,
     LABEL_COLUMN,
     read_parquet_split,
 )
-from trainflow.contract import PixelRange
 from trainflow.data.raw import RawSplit
 from trainflow.data.validation import unit_pixels
 

@@ -51,19 +51,47 @@ def check_builder(model: str) -> None:
 
 
 def call_builder(spec: str, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """The model the builder `spec` returns for `input_shape` images and `num_classes` classes."""
+    """The model the builder `spec` returns for `input_shape` images and `num_classes` classes.
+
+    Grayscale images are (height, width); a builder that cannot take that shape, as a
+    convolutional model written for MNIST's (28, 28, 1) cannot, is called again with a channel
+    axis, (height, width, 1): Keras feeds such a model (height, width) images by adding the axis.
+    """
     import keras
 
     builder = import_builder(spec)
     try:
         model = builder(input_shape, num_classes)
     except Exception as error:
-        raise ModelBuilderError(
-            f"model builder {spec} raised {type(error).__name__} for input_shape={input_shape}, "
-            f"num_classes={num_classes}: {error_reason(error)}"
-        ) from error
+        model = _with_a_channel_axis(builder, input_shape, num_classes)
+        if model is None:
+            raise ModelBuilderError(
+                f"model builder {spec} raised {type(error).__name__} for "
+                f"input_shape={input_shape}, num_classes={num_classes}: {error_reason(error)}"
+            ) from error
     if not isinstance(model, keras.Model):
         raise ModelBuilderError(
             f"model builder {spec} returned {type(model).__name__}, not a keras.Model"
         )
     return model
+
+
+def _with_a_channel_axis(
+    builder: Callable[..., keras.Model], input_shape: tuple[int, ...], num_classes: int
+) -> keras.Model | None:
+    """The builder's model for grayscale images with a channel axis; None if that fails too, or
+    the images are not grayscale."""
+    import keras
+
+    if len(input_shape) != 2:
+        return None
+    try:
+        model = builder((*input_shape, 1), num_classes)
+    except Exception:  # the error of the shape trainflow gives is the one to report
+        return None
+    return model if isinstance(model, keras.Model) and _takes_any_rank(model) else None
+
+
+def _takes_any_rank(model: keras.Model) -> bool:
+    """A functional or sequential model: one whose calls add a missing trailing axis of 1."""
+    return bool(getattr(model, "inputs", None))

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainflow.training.builders import ModelBuilderError
 from trainflow.contract import LabelForm, ModelContract, Outputs, PixelRange
+from trainflow.training.builders import ModelBuilderError
 
 if TYPE_CHECKING:
     import keras
@@ -68,7 +68,7 @@ def loss_for(contract: ModelContract) -> keras.losses.Loss:
 
 
 def accuracy_metric(contract: ModelContract) -> keras.metrics.Metric:
-    """Training accuracy for the head: a binary logit is class 1 above 0, a probability above 0.5."""
+    """Training accuracy for the head: one logit says class 1 above 0, one probability above 0.5."""
     import keras
 
     if contract.binary:
@@ -78,14 +78,19 @@ def accuracy_metric(contract: ModelContract) -> keras.metrics.Metric:
 
 
 def expected_pixels(model: keras.Model) -> PixelRange:
-    """`raw` when the model rescales its input itself: a `Rescaling` layer (also a
-    `keras.applications` model's own preprocessing) before any layer with weights; else `unit`."""
+    """`raw` when the model rescales its input itself: a `Rescaling` layer, or a `Normalization`
+    layer given a mean of 0..255 pixels (ConvNeXt's), before any layer with weights, as in the
+    `keras.applications` models that include their preprocessing; else `unit`."""
     import keras
 
     for layer in _layers_in_order(model):
         if isinstance(layer, keras.layers.Rescaling):
             return "raw"
-        if layer.weights and not isinstance(layer, keras.layers.Normalization):
+        if isinstance(layer, keras.layers.Normalization):
+            if layer.input_mean is not None and np.max(np.abs(layer.input_mean)) > 1:
+                return "raw"
+            continue
+        if layer.weights:
             return "unit"
     return "unit"
 
@@ -201,7 +206,7 @@ def _check_agreement(
 
 
 def _head_kind(name: str, units: int, activation: str | None, outputs: np.ndarray) -> Outputs:
-    """An uncompiled model's outputs, from its last activation (or, unstated, its probe's values)."""
+    """An uncompiled model's outputs: from its last activation, or else from its probe's values."""
     if units > 1 and activation == "sigmoid":
         raise ModelBuilderError(
             f"model {name} ends in a sigmoid over {units} outputs (independent yes/no scores, not "

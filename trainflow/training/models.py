@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trainflow.config import ModelRecipe
-from trainflow.errors import UnsafeModelError
-from trainflow.training.builders import ModelBuilderError, call_builder, import_builder
 from trainflow.contract import ModelContract, PixelRange, labels_for_loss
+from trainflow.errors import UnsafeModelError, error_reason
+from trainflow.training.builders import ModelBuilderError, call_builder, import_builder
 from trainflow.training.heads import accuracy_metric, loss_for, read_contract
 
 if TYPE_CHECKING:
@@ -50,7 +50,13 @@ def build_classifier(
         model = call_builder(recipe.model, input_shape, num_classes)
     _refuse_lambda_layers(model, recipe.model)
     probe = np.zeros((1, *input_shape), dtype=np.float32)
-    outputs = model(probe)
+    try:
+        outputs = model(probe)
+    except Exception as error:  # any error of the user's model
+        raise ModelBuilderError(
+            f"model {recipe.model} cannot take images of shape {input_shape} "
+            f"({type(error).__name__}: {error_reason(error)}); build it for input_shape"
+        ) from error
     outputs = keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
     contract = read_contract(model, recipe.model, num_classes, outputs, pixels)
     if not model.compiled:

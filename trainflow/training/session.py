@@ -15,8 +15,8 @@ from trainflow.checkpoints.model_state import restore_random_state
 from trainflow.checkpoints.state import ResumePoint, ResumeState
 from trainflow.checkpoints.writer import CheckpointWriter
 from trainflow.config import RunConfig
-from trainflow.data.prepared import read_split
 from trainflow.contract import ModelContract, labels_for_loss
+from trainflow.data.prepared import read_split
 from trainflow.errors import RunStateError, as_storage_error
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData
