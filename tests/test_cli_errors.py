@@ -106,17 +106,17 @@ import numpy as np
 
 from trainflow.training import models
 
-build_finite_model = models.build_model
+build_finite_classifier = models.build_classifier
 
 
-def build_diverged_model(*args):
-    model = build_finite_model(*args)
+def build_diverged_classifier(*args):
+    model, contract = build_finite_classifier(*args)
     kernel = model.layers[-1].kernel
     kernel.assign(np.full(kernel.shape, np.nan, dtype="float32"))
-    return model
+    return model, contract
 
 
-models.build_model = build_diverged_model
+models.build_classifier = build_diverged_classifier
 """
 
 
