@@ -1,10 +1,16 @@
-"""The benchmark harness runs end to end (on tiny settings; the real numbers are BENCHMARKS.md's)."""
+"""The benchmark harness runs end to end (on tiny settings; the real numbers are BENCHMARKS.md's).
+
+Under `-m slow`: even tiny, it starts every server and process a benchmark does (about 4 minutes
+of CI on 2 cores), and what it proves is the developers' `./dev bench`, which runs it whole.
+"""
 
 import pytest
 
 from bench.harness import MNIST_TEST_SPLIT
 from bench.run import main
 from tests.conftest import needs_path
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
