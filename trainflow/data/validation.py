@@ -46,7 +46,7 @@ def _normalised_pixels(images: np.ndarray, origin: str) -> np.ndarray:
     if images.dtype.kind in INTEGER_KINDS:
         if images.min() < 0 or images.max() > MAX_PIXEL_VALUE:
             raise DataSourceError(f"{origin}: integer pixels must lie in 0..{MAX_PIXEL_VALUE}")
-        return images.astype(np.uint8)
+        return images.astype(np.uint8, copy=False)  # already 8-bit: no copy
     if images.dtype.kind != FLOAT_KIND:
         raise DataSourceError(
             f"{origin}: pixels have dtype {images.dtype}; expected integer or float"
