@@ -208,13 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return SUBCOMMANDS[args.command](args)
     except Exception as error:
-        from trainflow.errors import is_user_input_error
+        from trainflow.errors import OwnershipLostError, is_user_input_error
 
         if args.debug:
             raise
         if is_user_input_error(error):
             print(f"trainflow: error: {error}", file=sys.stderr)
             return EXIT_USER_ERROR
+        if isinstance(error, OwnershipLostError):  # another process runs it now: not to resume
+            print(f"trainflow: error: {error}", file=sys.stderr)
+            return EXIT_RUN_FAILED
         print(
             f"trainflow: run failed: {type(error).__name__}: {error} (run again with the same "
             "--run-name to resume; --debug shows the traceback)",

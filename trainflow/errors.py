@@ -37,7 +37,10 @@ def is_user_input_error(exception: BaseException) -> bool:
 
 
 def is_retryable(exception: BaseException) -> bool:
-    """True for errors another attempt may not meet: all but bad input, and downloads."""
+    """True for errors another attempt may not meet: all but bad input (downloads excepted) and a
+    lost lock."""
+    if isinstance(exception, OwnershipLostError):
+        return False
     return not is_user_input_error(exception) or isinstance(exception, DownloadError)
 
 
@@ -94,3 +97,9 @@ class StoreError(UserInputError):
 class StoreUnavailableError(Exception):
     """The object store failed to answer for a while (connection reset, timeout, 5xx, throttling)
     during a run: retried by the task, and never taken for damaged content."""
+
+
+class OwnershipLostError(Exception):
+    """This process lost the lock of the run (or registry) it was writing: another process owns it
+    now. Not bad input and not a passing fault: retrying in place would make two owners, so it is
+    never retried; this process stops writing and fails with one line naming the new holder."""

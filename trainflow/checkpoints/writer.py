@@ -15,6 +15,7 @@ from trainflow.checkpoints.state import (
 from trainflow.checkpoints.store import checkpoint_files, state_files, step_of
 from trainflow.storage.atomic import atomic_path, write_json
 from trainflow.storage.digests import sha256_of_files
+from trainflow.storage.fencing import check_held
 from trainflow.storage.mirror import remove
 
 
@@ -65,7 +66,9 @@ class CheckpointWriter:
         self.committed: ResumeState | None = None
 
     def commit(self, state: ResumeState) -> None:
-        """Start committing the model as it is now, with `state`."""
+        """Start committing the model as it is now, with `state` (not when this process lost the
+        run's lock: the training thread stops here)."""
+        check_held()
         self.flush()
         values = [np.array(variable.value) for variable in self.sources]
         self.pending = self.executor.submit(self._write, values, state)

@@ -16,11 +16,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
-from datetime import UTC, datetime
 from pathlib import Path
 
 from trainflow.errors import UserInputError, as_storage_error
+from trainflow.storage.holders import describe_holder, this_holder
 from trainflow.storage.leases import Lease, LeaseHeld
 from trainflow.storage.mirror import store_of
 
@@ -33,14 +32,20 @@ class RunInUseError(UserInputError):
     """Another process is running the run of this name."""
 
 
-def lock_run(lock_path: Path, run_name: str) -> None:
-    """Take the run's lock for this process, or raise `RunInUseError` naming the holder."""
-    if lock_path in _held:
+def lock_run(lock_path: Path, run_name: str, run_dir: Path) -> None:
+    """Take the run's lock for this process, or raise `RunInUseError` naming the holder. In a
+    store, the lease fences every write under `run_dir`: none is made once it is lost."""
+    held = _held.get(lock_path)
+    if isinstance(held, Lease) and not held.held:
+        unlock_run(lock_path)  # lost meanwhile: this attempt must win the lock again
+    elif held is not None:
         return
-    holder = {"pid": os.getpid(), "hostname": socket.gethostname(), "since": _now()}
+    holder = this_holder()
     remote = store_of(lock_path)
     if remote is not None:
-        lease = Lease(*remote, holder)
+        store, key = remote
+        guarded = store_of(run_dir)
+        lease = Lease(store.url, key, holder, scope=guarded[1] if guarded else None)
         try:
             lease.acquire()
         except LeaseHeld as error:
@@ -64,8 +69,9 @@ def lock_run(lock_path: Path, run_name: str) -> None:
 
 
 def holds_lock(lock_path: Path) -> bool:
-    """True when this process holds the lock at `lock_path`."""
-    return lock_path in _held
+    """True when this process holds the lock at `lock_path` (a lease: and has not lost it)."""
+    held = _held.get(lock_path)
+    return held is not None and (not isinstance(held, Lease) or held.held)
 
 
 def unlock_run(lock_path: Path) -> None:
@@ -86,11 +92,6 @@ def _in_use(run_name: str, holder: str) -> RunInUseError:
 
 def _describe_holder(lock_path: Path) -> str:
     try:
-        holder = json.loads(lock_path.read_text())
-        return f"process {holder['pid']} on {holder['hostname']} (since {holder['since']})"
-    except (OSError, ValueError, KeyError, TypeError):
+        return describe_holder(json.loads(lock_path.read_text()))
+    except (OSError, ValueError):
         return "another process"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -82,7 +82,7 @@ def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPa
     opening it again (a retry of that flow run must resume, not start over a second time).
     """
     paths = ArtifactPaths.at(config.artifacts).run(run_name)
-    lock_run(paths.lock, run_name)  # before anything of the run is touched
+    lock_run(paths.lock, run_name, paths.run_dir)  # before anything of the run is touched
     fetch(paths.run_dir)  # a run in an object store: what other machines left of it
     previous = read_record(paths)
     if (
@@ -128,9 +128,10 @@ def close_run(paths: RunPaths, **results: Any) -> None:
 
 
 def fail_run(paths: RunPaths, error: str) -> None:
-    """Mark the run failed with a one-line reason and release its lock; nothing when this process
-    does not hold the lock (it failed because another process runs the run)."""
+    """Mark the run failed with a one-line reason and release its lock; nothing but releasing it
+    when this process does not hold the lock (another process runs the run, or took it over)."""
     if not holds_lock(paths.lock):
+        unlock_run(paths.lock)
         return
     try:
         record = read_record(paths)

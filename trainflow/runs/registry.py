@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +25,7 @@ from trainflow.errors import UserInputError
 from trainflow.paths import ArtifactPaths
 from trainflow.results import Location
 from trainflow.storage.atomic import write_json
+from trainflow.storage.holders import this_holder
 from trainflow.storage.leases import Lease
 from trainflow.storage.mirror import fetch, store_of
 
@@ -88,9 +87,8 @@ class Registry:
         lock = self.root / "registry.lock"
         remote = store_of(lock)
         if remote is not None:
-            lease = Lease(
-                *remote, {"pid": os.getpid(), "hostname": socket.gethostname(), "since": now()}
-            )
+            store, key = remote
+            lease = Lease(store.url, key, this_holder(), scope=store_of(self.root)[1])
             lease.acquire(wait=True)
             try:
                 self.refresh()

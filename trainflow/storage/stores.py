@@ -23,6 +23,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from trainflow.errors import StoreError, StoreUnavailableError, error_reason
+from trainflow.storage.fencing import check_write
 
 logger = logging.getLogger("trainflow.storage")
 
@@ -47,6 +48,24 @@ TRANSIENT_ERRNOS = frozenset(
         getattr(errno, "EREMOTEIO", errno.EIO),
     }
 )
+# S3 error codes that mean "slow down" whatever their HTTP status: another attempt later may pass.
+THROTTLING_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "InternalError",
+    }
+)
+# HTTP statuses of a request that may pass when made again: timeout, conflict, too many requests.
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
+# Timeouts of one attempt (connect, read) of an ordinary call: `ObjectStore.call` retries.
+DEFAULT_TIMEOUTS = (5.0, 60.0)
 # Packages that provide the common protocols, for the error when one is missing.
 PROTOCOL_PACKAGES = {
     "s3": "s3fs",
@@ -86,6 +105,10 @@ def is_transient(error: BaseException) -> bool:
         return False
     if isinstance(error, (ConnectionError, TimeoutError)):
         return True
+    answer = s3_error_of(error)
+    if answer is not None:  # the store answered: its code and status say what the fault is
+        code, status = answer
+        return status >= 500 or status in TRANSIENT_STATUSES or code in THROTTLING_CODES
     # botocore and aiohttp faults are judged by their class names (some of them are OSErrors
     # without an errno, some not OSErrors at all).
     names = {cls.__name__ for cls in type(error).__mro__}
@@ -102,10 +125,21 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS
 
 
+def s3_error_of(error: BaseException) -> tuple[str, int] | None:
+    """The S3 error code and HTTP status of a store's answer behind `error` (s3fs keeps botocore's
+    `ClientError` as the cause); None for faults without an answer (the network)."""
+    for candidate in (error, error.__cause__):
+        response = getattr(candidate, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return str(response["Error"].get("Code", "")), int(status)
+    return None
+
+
 class ObjectStore:
     """The objects under one URL root, addressed by `/`-separated keys relative to it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeouts: tuple[float, float] = DEFAULT_TIMEOUTS) -> None:
         self.url = url.rstrip("/")
         parts = urlsplit(self.url)
         if parts.username or parts.password:
@@ -114,7 +148,7 @@ class ObjectStore:
                 "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), not in the URL"
             )
         self.protocol = parts.scheme
-        self.fs = _filesystem(self.protocol, self.url)
+        self.fs = _filesystem(self.protocol, self.url, timeouts)
         self.root = self.fs._strip_protocol(self.url).rstrip("/")  # e.g. memory:// adds a "/"
 
     def path(self, key: str) -> str:
@@ -148,11 +182,18 @@ class ObjectStore:
             ) from None
 
     def call(
-        self, operation: Callable[[], T], what: str, delays: tuple[float, ...] = RETRY_DELAYS
+        self,
+        operation: Callable[[], T],
+        what: str,
+        delays: tuple[float, ...] = RETRY_DELAYS,
+        writes: str | None = None,
     ) -> T:
         """Run `operation`, retrying transient faults after each of `delays` seconds; see the
-        module docstring."""
+        module docstring. An operation that `writes` a key is fenced: each attempt starts only
+        while every lease of this process guarding that key is valid (`fencing.check_write`)."""
         for attempt, delay in enumerate((*delays, None)):
+            if writes is not None:
+                check_write(self.url_of(writes))
             try:
                 return operation()
             except PermissionError as error:
@@ -167,6 +208,15 @@ class ObjectStore:
                         f"{_credentials_hint(self.protocol)}"
                     ) from None
                 if not is_transient(error):
+                    refusal = s3_error_of(error)
+                    if refusal and isinstance(error, OSError) and error.errno == errno.EIO:
+                        # A code s3fs does not know (it makes them all EIO): access, signature,
+                        # quota or a store's own. Not a fault to wait out: the user's to fix.
+                        raise StoreError(
+                            f"store {self.url} refused to {what}: {refusal[0] or 'no code'} "
+                            f"(HTTP {refusal[1]}); check the store's permissions, quota and "
+                            f"{_credentials_hint(self.protocol)}"
+                        ) from None
                     raise
                 if delay is None:
                     raise StoreUnavailableError(
@@ -186,7 +236,9 @@ class ObjectStore:
         raise AssertionError("unreachable")
 
     def put_file(self, local: Path, key: str) -> None:
-        self.call(lambda: self.fs.put_file(str(local), self.path(key)), f"write {key}")
+        self.call(
+            lambda: self.fs.put_file(str(local), self.path(key)), f"write {key}", writes=key
+        )
 
     def get_file(self, key: str, local: Path) -> None:
         """Download `key` to `local` whole or not at all (a temporary name, then a rename)."""
@@ -211,12 +263,14 @@ class ObjectStore:
     def remove(self, key: str) -> None:
         """Remove the object `key`, or every object under it; a missing one is not an error."""
         try:
-            self.call(lambda: self.fs.rm(self.path(key), recursive=True), f"remove {key}")
+            self.call(
+                lambda: self.fs.rm(self.path(key), recursive=True), f"remove {key}", writes=key
+            )
         except FileNotFoundError:
             pass
 
 
-def _filesystem(protocol: str, url: str):
+def _filesystem(protocol: str, url: str, timeouts: tuple[float, float]):
     import fsspec
 
     try:
@@ -237,8 +291,8 @@ def _filesystem(protocol: str, url: str):
     if protocol in ("s3", "s3a"):
         # Short timeouts and no retries of botocore's own: `ObjectStore.call` retries, and says so.
         options["config_kwargs"] = {
-            "connect_timeout": 5,
-            "read_timeout": 60,
+            "connect_timeout": timeouts[0],
+            "read_timeout": timeouts[1],
             "retries": {"max_attempts": 1},
         }
     return cls(**options)

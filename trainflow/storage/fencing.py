@@ -1,0 +1,51 @@
+"""Which writes this process may still make: every lease it holds guards the keys of its scope.
+
+`ObjectStore` asks `check_write` before each attempt of each write (a PUT or a delete); a lease
+that is lost, or that may expire before the write lands, raises `OwnershipLostError` there, so a
+process that is no longer the owner of a run never writes to it, whatever code path writes. The
+training loop asks `check_held` at each step, so that a holder that lost its lease stops at once
+rather than at its next write.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+
+class Guard(Protocol):
+    """A lease as the fence sees it (`leases.Lease`)."""
+
+    scope_url: str
+
+    def check(self) -> None:
+        """Raise `OwnershipLostError` unless a write starting now lands while the lease holds."""
+
+
+_guards: list[Guard] = []
+_changing = threading.Lock()
+
+
+def guard(lease: Guard) -> None:
+    """From now on, writes under `lease.scope_url` need `lease` to be valid."""
+    with _changing:
+        _guards.append(lease)
+
+
+def unguard(lease: Guard) -> None:
+    with _changing:
+        if lease in _guards:
+            _guards.remove(lease)
+
+
+def check_write(url: str) -> None:
+    """Raise `OwnershipLostError` if a lease guarding the object at `url` is no longer valid."""
+    for lease in tuple(_guards):
+        if url == lease.scope_url or url.startswith(lease.scope_url.rstrip("/") + "/"):
+            lease.check()
+
+
+def check_held() -> None:
+    """Raise `OwnershipLostError` if any lease this process holds is no longer valid."""
+    for lease in tuple(_guards):
+        lease.check()
