@@ -51,6 +51,7 @@ class LinkProxy:
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer((LOOPBACK, 0), _handler(self))
         self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # a client that hung up
         self.endpoint = f"http://{LOOPBACK}:{self.server.server_address[1]}"
 
     def __enter__(self) -> LinkProxy:

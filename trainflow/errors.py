@@ -36,6 +36,12 @@ def is_user_input_error(exception: BaseException) -> bool:
     return isinstance(exception, UserInputError)
 
 
+def is_one_line_error(exception: BaseException) -> bool:
+    """True for errors the CLI reports as one line without a traceback: bad input, and a lost
+    lock (its message says all there is to know)."""
+    return is_user_input_error(exception) or isinstance(exception, OwnershipLostError)
+
+
 def is_retryable(exception: BaseException) -> bool:
     """True for errors another attempt may not meet: all but bad input (downloads excepted) and a
     lost lock."""
@@ -76,7 +82,7 @@ class HideUserErrorTracebacks(logging.Filter):
     traceback (the Prefect UI still gets it); the CLI installs it unless --debug."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and is_user_input_error(record.exc_info[1]):
+        if record.exc_info and is_one_line_error(record.exc_info[1]):
             record.exc_info = None
             record.exc_text = None
         return True
