@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 from urllib.parse import urlsplit
 
 from trainflow.orchestration.prefect_server import LOOPBACK
@@ -54,7 +55,7 @@ class LinkProxy:
         self.server.handle_error = lambda request, address: None  # a client that hung up
         self.endpoint = f"http://{LOOPBACK}:{self.server.server_address[1]}"
 
-    def __enter__(self) -> LinkProxy:
+    def __enter__(self) -> Self:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

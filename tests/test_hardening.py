@@ -34,8 +34,10 @@ from trainflow.training.models import load_saved_model
 
 HOLD_THE_LOCK = """
 import sys, time
+from pathlib import Path
 from trainflow.runs.lock import lock_run
-lock_run(__import__("pathlib").Path(sys.argv[1]), "busy")
+lock = Path(sys.argv[1])
+lock_run(lock, "busy", lock.parent.parent / "runs" / "busy")
 print("locked", flush=True)
 time.sleep(600)
 """

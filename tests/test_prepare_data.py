@@ -14,7 +14,9 @@ from trainflow.storage.digests import sha256_of_files
 
 
 def prepare(spec, artifacts, **split):
-    return prepare_data(DataSource.parse(spec), PreparationSpec(**split), ArtifactPaths.at(artifacts))
+    return prepare_data(
+        DataSource.parse(spec), PreparationSpec(**split), ArtifactPaths.at(artifacts)
+    )
 
 
 def test_prepare_writes_parquet_splits_and_a_manifest(idx_dir, artifacts):

@@ -74,11 +74,10 @@ def test_a_machine_cut_off_past_the_expiry_stops_and_the_one_that_took_over_fini
             took_over = time.monotonic()
             out_b, err_b = run_b.communicate(timeout=RUN_TIMEOUT)
             link.resume()  # A's link comes back
-            out_a, _ = run_a.communicate(timeout=RUN_TIMEOUT)
+            run_a.communicate(timeout=RUN_TIMEOUT)
         finally:
-            for process in (run_a,):
-                if process.poll() is None:
-                    process.kill()
+            if run_a.poll() is None:
+                run_a.kill()
         # (Its lease's own renewals, conditional on its old ETag, are refused by the store.)
         late_writes = link.writes_under(f"/{bucket}/team/runs/", since=took_over)
 

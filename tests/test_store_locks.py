@@ -101,7 +101,14 @@ def test_eight_promotions_from_two_machines_keep_the_registry_consistent(
         cwd, environment = machine(tmp_path, name, s3_store)
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-c", PROMOTE, artifacts, name, *ready_files(tmp_path, name, other)],
+                [
+                    sys.executable,
+                    "-c",
+                    PROMOTE,
+                    artifacts,
+                    name,
+                    *ready_files(tmp_path, name, other),
+                ],
                 cwd=cwd,
                 env=environment,
                 stdout=subprocess.PIPE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from trainflow.checkpoints.store import checkpoint_files, state_files, step_of
 from trainflow.storage.atomic import atomic_path, write_json
 from trainflow.storage.digests import sha256_of_files
 from trainflow.storage.fencing import check_held
-from trainflow.storage.mirror import remove
+from trainflow.storage.mirror import publish, remove
+
+logger = logging.getLogger("trainflow.train")
 
 
 def write_checkpoint(
@@ -48,10 +51,12 @@ class CheckpointWriter:
 
     A commit copies the model's and its optimizer's variables (a fraction of a millisecond); the
     thread writes them in the file layout Keras uses (`WeightsFileLayout`, learnt from `shadow`, a
-    throwaway model of the same architecture) while training goes on. One commit is in flight at a
-    time: the next one, and `flush`, first wait for it and raise its error, if any. Until its
-    manifest is written a checkpoint does not exist, so a crash meanwhile resumes from the one
-    before, as it would with a synchronous write.
+    throwaway model of the same architecture) while training goes on. A state naming a new best
+    epoch's weights file without its hash (`ModelCheckpoint` wrote it on the training thread) has
+    it hashed and uploaded here too, before the manifest that names it. One commit is in flight at
+    a time: the next one, and `flush`, first wait for it and raise its error, if any (training
+    waits only then, and the log says so once). Until its manifest is written a checkpoint does
+    not exist, so a crash meanwhile resumes from the one before, as with a synchronous write.
     """
 
     def __init__(self, model: keras.Model, shadow: keras.Model, resume_dir: Path, keep: int):
@@ -64,11 +69,19 @@ class CheckpointWriter:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainflow-checkpoint")
         self.pending: Future | None = None
         self.committed: ResumeState | None = None
+        self.best: tuple[str, str] | None = None  # the best weights file uploaded, and its hash
+        self.waited = False
 
     def commit(self, state: ResumeState) -> None:
         """Start committing the model as it is now, with `state` (not when this process lost the
         run's lock: the training thread stops here)."""
         check_held()
+        if self.pending is not None and not self.pending.done() and not self.waited:
+            self.waited = True
+            logger.info(
+                "Training waits for the checkpoint writer: the previous checkpoint is still being "
+                "written (one is in flight at a time)"
+            )
         self.flush()
         values = [np.array(variable.value) for variable in self.sources]
         self.pending = self.executor.submit(self._write, values, state)
@@ -88,5 +101,11 @@ class CheckpointWriter:
             self.executor.shutdown()
 
     def _write(self, values: list[np.ndarray], state: ResumeState) -> None:
+        if state.best_checkpoint is not None and state.best_checkpoint_sha256 is None:
+            if self.best is None or self.best[0] != state.best_checkpoint:
+                best = Path(state.best_checkpoint)
+                publish(best)  # into the store, if any, before a manifest names it
+                self.best = (state.best_checkpoint, sha256_of_files([best]))
+            state = state.model_copy(update={"best_checkpoint_sha256": self.best[1]})
         weights = self.layout.content(values)
         self.committed = write_checkpoint(weights, self.resume_dir, state, self.keep)

@@ -171,7 +171,7 @@ class Lease:
             return
         try:
             self._write(IfMatch=self.etag, generation=self.generation, released=True)
-        except Exception as error:  # the store is away: the lease expires by itself
+        except (OSError, StoreError, StoreUnavailableError) as error:  # it expires by itself
             logger.warning("Could not release the lock %s: %s", self.address, error)
 
     def _write(self, generation: int, released: bool = False, **condition: str) -> bool:
@@ -247,7 +247,7 @@ class Lease:
             except StoreError as error:
                 self._lose(str(error))
                 return
-            except Exception as error:  # a passing fault: the next period tries again
+            except (OSError, StoreUnavailableError) as error:  # passing: try again next period
                 if time.monotonic() >= self.valid_until:
                     self._lose(f"the store did not answer its renewals ({error})")
                     return

@@ -236,9 +236,7 @@ class ObjectStore:
         raise AssertionError("unreachable")
 
     def put_file(self, local: Path, key: str) -> None:
-        self.call(
-            lambda: self.fs.put_file(str(local), self.path(key)), f"write {key}", writes=key
-        )
+        self.call(lambda: self.fs.put_file(str(local), self.path(key)), f"write {key}", writes=key)
 
     def get_file(self, key: str, local: Path) -> None:
         """Download `key` to `local` whole or not at all (a temporary name, then a rename)."""

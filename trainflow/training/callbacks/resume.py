@@ -14,8 +14,6 @@ from trainflow.checkpoints.model_state import (
 )
 from trainflow.checkpoints.state import EarlyStoppingState, ResumeState
 from trainflow.checkpoints.writer import CheckpointWriter
-from trainflow.storage.digests import sha256_of_files
-from trainflow.storage.mirror import publish
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -72,13 +70,12 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         update = {}
         best_val_loss = self.best_checkpoint.best
         if best_val_loss is not None and best_val_loss != self.state.best_val_loss:
-            # ModelCheckpoint wrote this epoch's file (its names count epochs from 1).
-            best_path = str(self.best_checkpoint.filepath).format(epoch=epoch + 1)
-            publish(Path(best_path))  # into the store, if any, before a manifest names it
+            # ModelCheckpoint wrote this epoch's file (its names count epochs from 1). The writer
+            # hashes it and uploads it, before the manifest that names it, off this thread.
             update = {
                 "best_val_loss": float(best_val_loss),
-                "best_checkpoint": best_path,
-                "best_checkpoint_sha256": sha256_of_files([Path(best_path)]),
+                "best_checkpoint": str(self.best_checkpoint.filepath).format(epoch=epoch + 1),
+                "best_checkpoint_sha256": None,
                 "best_epoch": epoch + 1,
             }
         self._commit(
