@@ -159,21 +159,18 @@ def _store_recovery(row: Row, rows: list[Row]) -> str:
 
     local = next((other.value for other in rows if other.measure == LOCAL_RESTART), None)
     text = (
-        f"{row.value}. Most of it is waiting for the killed process's lease on the run: it is "
-        "fresh when the second process starts, and a lease is taken over only once it has gone "
-        f"{EXPIRY_SECONDS:.0f} s without a renewal, so that a live holder on another machine is "
-        "never taken over (trainflow/storage/leases.py; the restarted process logs `Took over "
-        "the lock … silent for N s`). "
+        f"{row.value}. The killed process's lease on the run is fresh when the second process "
+        "starts; its holder ran on this host and is gone, which the second process can tell "
+        "for certain (the lease names host, boot and process), so it takes the lease over at "
+        f"once instead of waiting {EXPIRY_SECONDS:.0f} s for it to expire (that wait remains "
+        "for a holder on another machine, which may be alive; trainflow/storage/leases.py). "
     )
     if local is not None:
         text += (
             f"The same restart from a local directory, where the kernel releases a dead "
             f"process's flock at once, took {local}. "
         )
-    return text + (
-        "A crashed flow run retried through Prefect rarely meets this wait: it is retried after "
-        "the worker or the heartbeat automation marked it Crashed, by when the lease has expired."
-    )
+    return text
 
 
 def _unexplained(row: Row, rows: list[Row]) -> str:

@@ -213,6 +213,31 @@ def write_synthetic_source(directory: Path, count: int) -> Path:
     return directory
 
 
+def store_only(args: argparse.Namespace, began: float, argv: list[str] | None) -> int:
+    """The store's rows and, in the same run, the local rows they are compared with."""
+    from bench.recovery import recovery_cost
+    from bench.report import render
+    from bench.store import store_rows
+    from bench.training import checkpoint_rows
+    from trainflow.orchestration.prefect_server import LocalServer
+
+    output = args.output or REPO_ROOT / "bench-store.md"
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        with LocalServer(home=directory / "prefect-home") as server:
+            rows = recovery_cost(
+                server.api_url, directory, args.repeats, epochs=3, every=50, kill_step=330
+            )
+            rows += store_rows(server.api_url, directory / "store", args.repeats, args.epochs)
+        rows += checkpoint_rows(
+            MNIST_SOURCE, "MNIST test split", args.repeats, args.epochs, directory / "mnist"
+        )
+    command = "./dev bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    output.write_text(render(rows, command.strip(), time.monotonic() - began))
+    print(output.read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -221,9 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--synthetic-epochs", type=int, default=3, help="epochs of training on the synthetic set"
     )
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
+    parser.add_argument("--output", type=Path, default=None, help="default: BENCHMARKS.md")
+    parser.add_argument(
+        "--only-store",
+        action="store_true",
+        help="only the rows of artifacts in a store and their local counterparts, measured in "
+        "the same run (written to bench-store.md unless --output)",
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
+    if args.only_store:
+        return store_only(args, began, argv)
+    args.output = args.output or REPO_ROOT / "BENCHMARKS.md"
     from bench.breakdown import fixed_costs
     from bench.recovery import recovery_cost
     from bench.report import render

@@ -45,7 +45,16 @@ def evaluate_model(
         [paths.evaluation, paths.predictions_table],
         lambda: _evaluate(persisted, training, data, paths),
     )
-    return Evaluation.model_validate_json(paths.evaluation.read_text())
+    evaluation = Evaluation.model_validate_json(paths.evaluation.read_text())
+    # Perhaps written by another machine: its paths there are this process's files here.
+    return evaluation.model_copy(
+        update={
+            "path": paths.evaluation,
+            "predictions": paths.predictions_table,
+            "keras_model": persisted.keras_model,
+            "weights": persisted.weights,
+        }
+    )
 
 
 def _evaluate(

@@ -72,8 +72,19 @@ def test_a_run_killed_on_one_machine_resumes_on_another_bit_for_bit(
     for cwd in (cwd_a, cwd_b, cwd_c):
         nothing_local_named_after_the_url(cwd)
 
-    # The store's credentials are nowhere: not in what the runs printed, nor in any object.
+    # The finished run, run again on a third machine: every stage B finished is skipped there
+    # (the stages' records name their inputs by their place in the store, not by B's scratch).
     client = s3_store.client()
+    stages = [key for key in s3_store.keys(bucket, "team/runs/moved/stages/")]
+    assert len(stages) == 4
+    before = {key: client.head_object(Bucket=bucket, Key=key)["ETag"] for key in stages}
+    again = trainflow(cwd_c, machine_c, *run_options(idx_dir, artifacts, "moved"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    for stage in ("persist_weights", "persist_model", "evaluate_model", "report_run"):
+        assert f"Skipping {stage}: already done" in again.stderr
+    assert before == {key: client.head_object(Bucket=bucket, Key=key)["ETag"] for key in stages}
+
+    # The store's credentials are nowhere: not in what the runs printed, nor in any object.
     secrets = [CREDENTIALS["AWS_SECRET_ACCESS_KEY"], CREDENTIALS["AWS_ACCESS_KEY_ID"]]
     outputs = [killed.stdout, killed.stderr, resumed.stdout, resumed.stderr, reference.stderr]
     for key in s3_store.keys(bucket):

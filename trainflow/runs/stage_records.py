@@ -2,7 +2,9 @@
 
 A stage's outputs are written atomically, then its record, which names the inputs the outputs were
 made from (the training result, the files evaluated). A rerun skips the stage when the record
-matches the current inputs and the outputs are there.
+matches the current inputs and the outputs are there. Paths in the inputs count by their place
+under the artifacts root, not by where it is: another machine's mirror of the same store (or the
+same directory moved) has the same keys, so a run resumed there skips what was finished.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from trainflow.storage.mirror import remove
 logger = logging.getLogger("trainflow.stages")
 
 
-def input_key(*inputs: Any) -> str:
-    """A digest of the stage's inputs (JSON-compatible values)."""
+def input_key(artifacts_root: Path, *inputs: Any) -> str:
+    """A digest of the stage's inputs (JSON-compatible values), with paths under
+    `artifacts_root` taken relative to it."""
     content = json.dumps(inputs, sort_keys=True, default=str)
+    content = content.replace(json.dumps(str(artifacts_root))[1:-1] + "/", "<artifacts>/")
     return hashlib.sha256(content.encode()).hexdigest()
 
 
@@ -36,7 +40,7 @@ def run_stage_once(
 ) -> None:
     """Run `work`, which writes `outputs`, unless `stage` already finished for `inputs` (JSON
     values) and its outputs are still there; then record that it finished."""
-    key = input_key(*inputs)
+    key = input_key(paths.run_dir.parent.parent, *inputs)
     if stage_is_done(paths, stage, key, outputs):
         logger.info(
             "Skipping %s: already done for this training result (%s)",
