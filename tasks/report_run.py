@@ -39,7 +39,11 @@ def report_run(
     run_stage_once(
         paths,
         STAGE,
-        [training.model_identity, evaluation.model_dump(mode="json")],
+        [
+            training.model_identity,
+            training.model_dump(mode="json", include={"resumes"}),  # marked on the curves
+            evaluation.model_dump(mode="json"),
+        ],
         [
             report.history_table,
             report.learning_curves,
