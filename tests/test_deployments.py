@@ -482,6 +482,8 @@ def test_a_run_whose_process_died_resumes_on_the_other_worker_from_the_store(
         flow_run.id,
         "Resuming run moved from checkpoint step-000000012.weights.h5: epoch 2, step 3 of the epoch",
     )
+    # The killed process ran on this host: its lease is taken over at once, not after expiry.
+    assert wait_for_log(client, flow_run.id, "whose process is gone")
     record = json.loads(
         s3_store.client().get_object(Bucket=bucket, Key="team/runs/moved/run.json")["Body"].read()
     )

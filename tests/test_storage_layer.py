@@ -69,6 +69,37 @@ def test_retention_deletes_only_checkpoints_older_than_a_newer_commit(
     ]
 
 
+def test_retention_uncommits_an_old_checkpoint_only_after_a_newer_one_committed(
+    in_store: ArtifactPaths, monkeypatch
+):
+    """In the store, in order: the new weights, the new manifest (the commit), then the oldest
+    manifest (uncommitting it), and only then the oldest weights."""
+    writes: list[tuple[str, str]] = []
+    put_file, remove = ObjectStore.put_file, ObjectStore.remove
+    monkeypatch.setattr(
+        ObjectStore,
+        "put_file",
+        lambda self, local, key: (writes.append(("put", key)), put_file(self, local, key))[1],
+    )
+    monkeypatch.setattr(
+        ObjectStore,
+        "remove",
+        lambda self, key: (writes.append(("remove", key)), remove(self, key))[1],
+    )
+    paths = in_store.run("r")
+    for step in (10, 20):
+        write_checkpoint(b"weights of step %d" % step, paths.resume_dir, state_at(step), keep=1)
+    resume = "runs/r/checkpoints/resume"
+    assert writes == [
+        ("put", f"{resume}/step-000000010.weights.h5"),
+        ("put", f"{resume}/step-000000010.json"),
+        ("put", f"{resume}/step-000000020.weights.h5"),
+        ("put", f"{resume}/step-000000020.json"),
+        ("remove", f"{resume}/step-000000010.json"),
+        ("remove", f"{resume}/step-000000010.weights.h5"),
+    ]
+
+
 def test_a_damaged_checkpoint_in_the_store_is_set_aside_there_and_the_one_before_is_used(
     in_store: ArtifactPaths, s3_store: S3Server, bucket: str
 ):

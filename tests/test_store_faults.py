@@ -19,6 +19,7 @@ from tests.conftest import TRAINFLOW
 from tests.s3_server import CREDENTIALS, S3Server
 from tests.store_machines import (
     RUN_TIMEOUT,
+    STEPS_PER_EPOCH,
     committed_checkpoints,
     machine,
     nothing_local_named_after_the_url,
@@ -83,6 +84,20 @@ def test_a_store_that_stops_mid_run_is_waited_for_and_nothing_is_set_aside(
     assert json.loads(stdout)["resumed_from_step"] is None  # it waited: nothing started over
     assert s3_store.keys(bucket, "team/runs/outage/checkpoints/quarantine") == []
     assert "Set aside" not in log.read_text()
+    # What the store holds after the outage: the run, whole. Every manifest names weights that
+    # are there with its hash, the newest is the last step, and the model and record are there.
+    run = "team/runs/outage"
+    manifests = [
+        k for k in s3_store.keys(bucket, f"{run}/checkpoints/resume/") if k.endswith("json")
+    ]
+    committed = committed_checkpoints(s3_store, bucket, run)
+    assert len(committed) == len(manifests) >= 1
+    assert committed[0].global_step == 40 * STEPS_PER_EPOCH
+    keys = s3_store.keys(bucket, f"{run}/")
+    for key in ("model/model.weights.h5", "model/model.keras", "model/saved_model/saved_model.pb"):
+        assert f"{run}/{key}" in keys
+    record = s3_store.client().get_object(Bucket=bucket, Key=f"{run}/run.json")["Body"].read()
+    assert json.loads(record)["status"] == "completed"
 
 
 def test_a_run_killed_while_the_store_is_down_resumes_from_its_newest_commit(
