@@ -19,7 +19,6 @@ from pathlib import Path
 from bench.harness import MNIST_COMMAND_SOURCE, MNIST_SOURCE, TRAINFLOW, Row, spread
 from trainflow.checkpoints.store import committed_steps
 from trainflow.paths import ArtifactPaths
-from trainflow.storage.mirror import fetch
 from trainflow.training.callbacks.faults import KILL_WITHOUT_FLUSH
 from trainflow.training.callbacks.monitoring import FirstResumedStep
 
@@ -111,7 +110,6 @@ def recovery_cost(
         # A manifest is written last, once its weights are on disk: the newest one on disk names
         # the newest checkpoint that was complete at the kill (0: none was).
         resume_dir = ArtifactPaths.at(artifacts).run(name).resume_dir
-        fetch(resume_dir)  # from the store, if the artifacts are in one
         complete = max(committed_steps(resume_dir), default=0)
         resumed = _run(command, environment if store is None else _new_machine(environment))
         if resumed.status != 0 or resumed.first_step is None:

@@ -5,6 +5,7 @@ damaged checkpoint in the store is set aside there, and faults are sorted from d
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 
 import pytest
@@ -16,7 +17,7 @@ from trainflow.checkpoints.writer import write_checkpoint
 from trainflow.config import RunConfig
 from trainflow.errors import StoreError
 from trainflow.paths import ArtifactPaths
-from trainflow.storage.atomic import write_json
+from trainflow.storage.atomic import atomic_path, write_json
 from trainflow.storage.mirror import fetch, location
 from trainflow.storage.stores import ObjectStore, is_transient
 
@@ -98,6 +99,46 @@ def test_retention_uncommits_an_old_checkpoint_only_after_a_newer_one_committed(
         ("remove", f"{resume}/step-000000010.json"),
         ("remove", f"{resume}/step-000000010.weights.h5"),
     ]
+
+
+def test_a_directory_is_read_only_as_its_commit_marker_lists_it(
+    in_store: ArtifactPaths, s3_store: S3Server, bucket: str
+):
+    paths = in_store.run("d")
+    model = paths.saved_model
+    with atomic_path(model) as temporary:
+        (temporary / "variables").mkdir(parents=True)
+        (temporary / "saved_model.pb").write_bytes(b"version 1")
+        (temporary / "variables" / "variables.index").write_bytes(b"index 1")
+    client = s3_store.client()
+    prefix = "team/runs/d/model/saved_model"
+
+    def marker() -> dict:
+        return json.loads(
+            client.get_object(Bucket=bucket, Key=f"{prefix}/.committed.json")["Body"].read()
+        )
+
+    assert marker() == {
+        "state": "committed",
+        "files": ["saved_model.pb", "variables/variables.index"],
+    }
+
+    # Another machine is part way through writing a new version: the marker says so first.
+    client.put_object(Bucket=bucket, Key=f"{prefix}/.committed.json", Body=b'{"state": "writing"}')
+    client.put_object(Bucket=bucket, Key=f"{prefix}/saved_model.pb", Body=b"version 2")
+    shutil.rmtree(model)  # this machine has nothing of it
+    fetch(paths.run_dir)
+    assert not model.exists()  # not a part of a directory, not a mix of two versions
+
+    # Committed, listing one file: a key it does not list (left by the older version) is not read.
+    client.put_object(
+        Bucket=bucket,
+        Key=f"{prefix}/.committed.json",
+        Body=json.dumps({"state": "committed", "files": ["saved_model.pb"]}).encode(),
+    )
+    fetch(paths.run_dir)
+    assert (model / "saved_model.pb").read_bytes() == b"version 2"
+    assert not (model / "variables").exists() and not (model / ".committed.json").exists()
 
 
 def test_a_damaged_checkpoint_in_the_store_is_set_aside_there_and_the_one_before_is_used(

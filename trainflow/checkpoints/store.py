@@ -21,7 +21,7 @@ from trainflow.checkpoints.state import (
     ResumeState,
 )
 from trainflow.storage.digests import sha256_of_files
-from trainflow.storage.mirror import move
+from trainflow.storage.mirror import fetch, move
 
 logger = logging.getLogger("trainflow.checkpoints")
 
@@ -99,7 +99,9 @@ def _valid_state(resume_dir: Path, state_path: Path) -> ResumeState | None:
 
 
 def committed_steps(resume_dir: Path) -> list[int]:
-    """Global steps of the checkpoints whose manifest is in place, newest first (not verified)."""
+    """Global steps of the checkpoints whose manifest is in place, newest first (not verified);
+    in a store, as the store holds them now (another process may have written them)."""
+    fetch(resume_dir)
     return [step_of(path) for path in state_files(resume_dir)] if resume_dir.is_dir() else []
 
 

@@ -5,9 +5,14 @@ trainflow: when the artifacts root is a URL, `mirror_root` gives it a per-proces
 directory that stands for the root, and this module keeps the two in step:
 
 - `publish(path)`: after a local write commits (`atomic.atomic_path` calls it), upload the file or
-  directory to the same key in the store. A directory's `manifest.json`, its commit marker, goes
-  last; a file's upload is one PUT, which an object store makes visible whole or not at all.
-- `fetch(path)`: before reading, download the key (or every key under it) into the scratch.
+  directory to the same key in the store. A file's upload is one PUT, which an object store makes
+  visible whole or not at all. A directory (a SavedModel, prepared data, TensorBoard logs) has a
+  commit marker, `.committed.json`: set to "writing" first, then the files (a `manifest.json`
+  last among them), then set to "committed" with the list of the files, and only then are keys
+  of an earlier version that the list does not name deleted.
+- `fetch(path)`: before reading, download the key (or every key under it) into the scratch; of a
+  directory with a commit marker, only the files its marker lists as committed (none while it is
+  being written), so a reader never sees a directory in part.
 - `remove(path)`, `move(source, target)`: delete or rename locally and in the store (a rename is a
   copy and a delete there).
 - `location(path)`: the URL a user sees for a scratch path (`s3://…`), or the path itself.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -28,7 +34,8 @@ from pathlib import Path
 
 from trainflow.storage.stores import ObjectStore
 
-COMMIT_MARKER = "manifest.json"
+MANIFEST = "manifest.json"  # a directory's own description, uploaded last among its files
+COMMIT_MARKER = ".committed.json"
 
 _mirrors: dict[Path, ObjectStore] = {}
 _by_url: dict[str, Path] = {}
@@ -82,31 +89,64 @@ def publish(path: Path) -> None:
     if found is None:
         return
     store, key = found
-    if path.is_dir():
-        files = sorted(
-            (child for child in path.rglob("*") if child.is_file()),
-            key=lambda child: (child.name == COMMIT_MARKER, child.as_posix()),
-        )
-        wanted = {f"{key}/{child.relative_to(path).as_posix()}" for child in files}
-        for stale in set(store.keys(key)) - wanted:  # left by an earlier version of the directory
-            store.remove(stale)
-        for child in files:
-            store.put_file(child, f"{key}/{child.relative_to(path).as_posix()}")
-    else:
+    if not path.is_dir():
         store.put_file(path, key)
+        return
+    files = sorted(
+        (child.relative_to(path).as_posix() for child in path.rglob("*") if child.is_file()),
+        key=lambda name: (name == MANIFEST, name),
+    )
+    marker = f"{key}/{COMMIT_MARKER}"
+    store.put_bytes(json.dumps({"state": "writing"}).encode(), marker)
+    for name in files:
+        store.put_file(path / name, f"{key}/{name}")
+    store.put_bytes(json.dumps({"state": "committed", "files": files}).encode(), marker)
+    wanted = {f"{key}/{name}" for name in files} | {marker}
+    for stale in set(store.keys(key)) - wanted:  # left by an earlier version of the directory
+        store.remove(stale)
 
 
 def fetch(path: Path, only: str | None = None) -> None:
     """Download the key of `path`, or every key under it (with `only`, those of that file name),
-    into the scratch; nothing for local paths, and keys that do not exist leave nothing behind."""
+    into the scratch; nothing for local paths, and keys that do not exist leave nothing behind.
+    Under a directory with a commit marker only what the marker lists as committed is taken."""
     found = _mirror_of(path)
     if found is None:
         return
     root, store = found
-    for child_key in store.keys(_key(root, path)):
-        if only is not None and child_key.rpartition("/")[2] != only:
+    keys = store.keys(_key(root, path))
+    committed = {
+        key[: -len(COMMIT_MARKER) - 1]: _committed_files(store, key)
+        for key in keys
+        if key.rpartition("/")[2] == COMMIT_MARKER
+    }
+    for child_key in keys:
+        name = child_key.rpartition("/")[2]
+        if name == COMMIT_MARKER or (only is not None and name != only):
             continue
-        store.get_file(child_key, root / child_key)
+        if _is_committed(child_key, committed):
+            store.get_file(child_key, root / child_key)
+
+
+def _committed_files(store: ObjectStore, marker_key: str) -> set[str]:
+    """The files (relative to its directory) the marker at `marker_key` lists as committed."""
+    try:
+        marker = json.loads(store.read_bytes(marker_key))
+    except FileNotFoundError:  # removed since it was listed: the directory is gone
+        return set()
+    except ValueError:
+        return set()
+    return set(marker.get("files", [])) if marker.get("state") == "committed" else set()
+
+
+def _is_committed(key: str, committed: dict[str, set[str]]) -> bool:
+    """False for a key inside a directory with a commit marker that does not list it (the
+    innermost such directory decides); True for every other key."""
+    directories = [d for d in committed if key.startswith(d + "/")]
+    if not directories:
+        return True
+    innermost = max(directories, key=len)
+    return key[len(innermost) + 1 :] in committed[innermost]
 
 
 def fetched(path: Path) -> Path:

@@ -238,6 +238,13 @@ class ObjectStore:
     def put_file(self, local: Path, key: str) -> None:
         self.call(lambda: self.fs.put_file(str(local), self.path(key)), f"write {key}", writes=key)
 
+    def put_bytes(self, data: bytes, key: str) -> None:
+        """Write `data` as the object `key` (one PUT: whole or not at all)."""
+        self.call(lambda: self.fs.pipe_file(self.path(key), data), f"write {key}", writes=key)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.call(lambda: self.fs.cat_file(self.path(key)), f"read {key}")
+
     def get_file(self, key: str, local: Path) -> None:
         """Download `key` to `local` whole or not at all (a temporary name, then a rename)."""
         local.parent.mkdir(parents=True, exist_ok=True)
