@@ -12,7 +12,7 @@ import pytest
 
 from tests.s3_server import S3Server
 from trainflow.checkpoints.state import ResumeState
-from trainflow.checkpoints.store import load_latest_checkpoint
+from trainflow.checkpoints.store import checkpoint_files, load_latest_checkpoint
 from trainflow.checkpoints.writer import write_checkpoint
 from trainflow.config import RunConfig
 from trainflow.errors import StoreError
@@ -76,11 +76,16 @@ def test_retention_uncommits_an_old_checkpoint_only_after_a_newer_one_committed(
     """In the store, in order: the new weights, the new manifest (the commit), then the oldest
     manifest (uncommitting it), and only then the oldest weights."""
     writes: list[tuple[str, str]] = []
-    put_file, remove = ObjectStore.put_file, ObjectStore.remove
+    put_file, put_bytes, remove = ObjectStore.put_file, ObjectStore.put_bytes, ObjectStore.remove
     monkeypatch.setattr(
         ObjectStore,
         "put_file",
         lambda self, local, key: (writes.append(("put", key)), put_file(self, local, key))[1],
+    )
+    monkeypatch.setattr(
+        ObjectStore,
+        "put_bytes",
+        lambda self, data, key: (writes.append(("put", key)), put_bytes(self, data, key))[1],
     )
     monkeypatch.setattr(
         ObjectStore,
@@ -99,6 +104,20 @@ def test_retention_uncommits_an_old_checkpoint_only_after_a_newer_one_committed(
         ("remove", f"{resume}/step-000000010.json"),
         ("remove", f"{resume}/step-000000010.weights.h5"),
     ]
+
+
+def test_checkpoint_weights_go_from_memory_to_the_store_and_are_read_back_from_it(
+    in_store: ArtifactPaths, s3_store: S3Server, bucket: str
+):
+    paths = in_store.run("m")
+    committed = write_checkpoint(b"weights of step 10", paths.resume_dir, state_at(10), keep=2)
+    weights, _ = checkpoint_files(paths.resume_dir, 10)
+    assert not weights.exists()  # no scratch copy written, then uploaded
+    key = f"team/runs/m/checkpoints/resume/{weights.name}"
+    assert s3_store.client().get_object(Bucket=bucket, Key=key)["Body"].read() == (
+        b"weights of step 10"
+    )
+    assert load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir) == committed
 
 
 def test_a_directory_is_read_only_as_its_commit_marker_lists_it(

@@ -41,6 +41,7 @@ def load_latest_checkpoint(resume_dir: Path, quarantine_dir: Path) -> ResumeStat
     weights without a manifest, and temporaries of an interrupted write. An I/O error while reading
     is raised (and the task retried); nothing is moved then.
     """
+    fetch(resume_dir)  # in a store: as it is there (weights are written there, not locally)
     if not resume_dir.is_dir():
         return None
     valid: list[tuple[ResumeState, Path]] = []

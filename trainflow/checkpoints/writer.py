@@ -14,8 +14,8 @@ from trainflow.checkpoints.state import (
     ResumeState,
 )
 from trainflow.checkpoints.store import checkpoint_files, state_files, step_of
-from trainflow.storage.atomic import atomic_path, write_json
-from trainflow.storage.digests import sha256_of_files
+from trainflow.storage.atomic import write_bytes, write_json
+from trainflow.storage.digests import sha256_of_bytes, sha256_of_files
 from trainflow.storage.fencing import check_held
 from trainflow.storage.mirror import publish, remove
 
@@ -29,12 +29,11 @@ def write_checkpoint(
     `state.global_step`, then remove all but the newest `keep` checkpoints. Returns the state as
     committed (with the weights' hash)."""
     weights_path, state_path = checkpoint_files(resume_dir, state.global_step)
-    with atomic_path(weights_path) as temporary:
-        temporary.write_bytes(weights)
+    write_bytes(weights_path, weights)  # into a store: from memory, without a scratch copy
     state = state.model_copy(
         update={
             "weights_file": weights_path.name,
-            "weights_sha256": sha256_of_files([weights_path]),
+            "weights_sha256": sha256_of_bytes(weights_path.name, weights),
         }
     )
     write_json(state_path, state.model_dump())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainflow.errors import as_storage_error
-from trainflow.storage.mirror import publish
+from trainflow.storage.mirror import publish, store_of
 
 # Temporaries being written: what is written inside one is committed (and uploaded) with it.
 _staging: set[Path] = set()
@@ -84,6 +84,17 @@ def write_parquet(table: Any, path: Path) -> None:
 
     with atomic_path(path) as temporary:
         pq.write_table(table, temporary)
+
+
+def write_bytes(path: Path, content: bytes) -> None:
+    """Write `content` to `path`, atomically. Under an artifacts root in an object store it goes
+    from memory to the store in one PUT, with no local copy (`fetch` brings it when it is read)."""
+    found = store_of(path)
+    if found is not None:
+        found[0].put_bytes(content, found[1])
+        return
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(content)
 
 
 def write_json(path: Path, data: Any) -> None:

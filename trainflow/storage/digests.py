@@ -17,3 +17,8 @@ def sha256_of_files(paths: list[Path], root: Path | None = None) -> str:
             while chunk := stream.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_of_bytes(name: str, content: bytes) -> str:
+    """`sha256_of_files` of one file named `name` holding `content`, without the file."""
+    return hashlib.sha256(name.encode() + b"\0" + content).hexdigest()

@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -78,35 +79,51 @@ class EpochSummaries(keras.callbacks.Callback):
     `update_freq="epoch"`: a per-batch cost that the epoch curves do not need.
 
     Under an artifacts root in an object store the logs are written locally and uploaded after
-    every epoch (`tf.io.gfile` reads `s3://` only with the tensorflow-io plugin, which this project
-    does not install): `tensorboard --logdir s3://…` needs that plugin, or a local copy.
+    every epoch, by a thread of their own so that training does not wait for the store (the next
+    epoch's summaries wait for the previous upload, so a file is never written while it is read).
+    `tf.io.gfile` reads `s3://` only with the tensorflow-io plugin, which this project does not
+    install: `tensorboard --logdir s3://…` needs that plugin, or a local copy.
     """
 
     def __init__(self, log_dir: Path) -> None:
         super().__init__()
         self.log_dir = log_dir
         self.writers: dict[str, tf.summary.SummaryWriter] = {}
+        self.uploader: ThreadPoolExecutor | None = None
+        self.upload: Future | None = None
 
     def on_train_begin(self, logs=None) -> None:
         self.writers = {
             part: tf.summary.create_file_writer(str(self.log_dir / part))
             for part in ("train", "validation")
         }
+        if is_mirrored(self.log_dir):
+            self.uploader = ThreadPoolExecutor(1, thread_name_prefix="trainflow-tensorboard")
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
+        self._wait_for_upload()
         for key, value in (logs or {}).items():
             part, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
             with self.writers[part].as_default():
                 tf.summary.scalar(f"epoch_{name}", float(value), step=epoch)
-        if is_mirrored(self.log_dir):
+        if self.uploader is not None:
             for writer in self.writers.values():
                 writer.flush()
-            publish(self.log_dir)
+            self.upload = self.uploader.submit(publish, self.log_dir)
 
     def on_train_end(self, logs=None) -> None:
+        self._wait_for_upload()
         for writer in self.writers.values():
             writer.close()
+        if self.uploader is not None:
+            self.uploader.shutdown()
+            self.uploader = None
         publish(self.log_dir)
+
+    def _wait_for_upload(self) -> None:
+        upload, self.upload = self.upload, None
+        if upload is not None:
+            upload.result()  # its error, if any, is the run's
 
 
 class EpochLogger(keras.callbacks.Callback):
