@@ -18,8 +18,9 @@ from trainflow.config import RunConfig
 from trainflow.errors import StoreError
 from trainflow.paths import ArtifactPaths
 from trainflow.storage.atomic import atomic_path, write_json
+from trainflow.storage.faults import is_transient
 from trainflow.storage.mirror import fetch, location
-from trainflow.storage.stores import ObjectStore, is_transient
+from trainflow.storage.stores import ObjectStore
 
 
 @pytest.fixture

@@ -50,7 +50,8 @@ EXPIRY_SECONDS = 30.0
 # Left out of the holder's validity: up to 2 s of the whole-second `Date`/`Last-Modified` headers
 # a contender measures the age with, and 6 s for a write that starts in time to land.
 SAFETY_SECONDS = 8.0
-# One attempt of a lease call (connect, read): several fit in a validity period.
+# One attempt of a lease call (connect, read; botocore does not retry it): a renewal, with its
+# read-back (two attempts), gives up within 16 s, well inside the 22 s of validity.
 ATTEMPT_TIMEOUTS = (2.0, 3.0)
 POLL_SECONDS = 1.0
 
@@ -67,7 +68,7 @@ class Lease:
     """An exclusive lease on `key` in the store at `url`, guarding the writes under `scope`."""
 
     def __init__(self, url: str, key: str, holder: dict, scope: str | None = None) -> None:
-        self.store = ObjectStore(url, timeouts=ATTEMPT_TIMEOUTS)
+        self.store = ObjectStore(url, timeouts=ATTEMPT_TIMEOUTS, botocore_retries=0)
         if self.store.protocol not in ("s3", "s3a", "memory"):
             raise StoreError(
                 f"store {url}: locks across machines need conditional writes, which trainflow "
@@ -226,7 +227,7 @@ class Lease:
             return {**answer, "Content": await answer["Body"].read()}
 
         try:
-            answer = self.store.call(lambda: sync(fs.loop, get), f"read {self.key}", (0.5, 1))
+            answer = self.store.call(lambda: sync(fs.loop, get), f"read {self.key}", (0.5,))
         except FileNotFoundError:
             return None
         content = answer["Content"]

@@ -23,6 +23,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from trainflow.errors import StoreError, StoreUnavailableError, error_reason
+from trainflow.storage.faults import is_transient, s3_error_of
 from trainflow.storage.fencing import check_write
 
 logger = logging.getLogger("trainflow.storage")
@@ -35,37 +36,10 @@ RETRY_DELAYS = (0.5, 1, 2, 4, 8, 16)
 # Before a run starts, a store that does not answer is more likely misconfigured than restarting:
 # the user hears about it in seconds.
 CHECK_DELAYS = (0.5, 1)
-TRANSIENT_ERRNOS = frozenset(
-    {
-        errno.EIO,
-        errno.EBUSY,
-        errno.EAGAIN,
-        errno.ETIMEDOUT,
-        errno.ECONNRESET,
-        errno.ECONNREFUSED,
-        errno.ECONNABORTED,
-        errno.EPIPE,
-        getattr(errno, "EREMOTEIO", errno.EIO),
-    }
-)
-# S3 error codes that mean "slow down" whatever their HTTP status: another attempt later may pass.
-THROTTLING_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "TooManyRequests",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestTimeout",
-        "ServiceUnavailable",
-        "InternalError",
-    }
-)
-# HTTP statuses of a request that may pass when made again: timeout, conflict, too many requests.
-TRANSIENT_STATUSES = frozenset({408, 409, 429})
-# Timeouts of one attempt (connect, read) of an ordinary call: `ObjectStore.call` retries.
+# Timeouts of one attempt (connect, read) of an ordinary call, and botocore's own retries of a
+# failed attempt: `ObjectStore.call` retries.
 DEFAULT_TIMEOUTS = (5.0, 60.0)
+DEFAULT_BOTOCORE_RETRIES = 1
 # Packages that provide the common protocols, for the error when one is missing.
 PROTOCOL_PACKAGES = {
     "s3": "s3fs",
@@ -90,56 +64,15 @@ def local_path_of(location: str | Path) -> Path:
     return Path(text.removeprefix("file://"))
 
 
-def is_transient(error: BaseException) -> bool:
-    """True for faults another attempt may not meet: the network and the store's 5xx answers."""
-    if isinstance(
-        error,
-        (
-            FileNotFoundError,
-            FileExistsError,
-            PermissionError,
-            IsADirectoryError,
-            NotADirectoryError,
-        ),
-    ):
-        return False
-    if isinstance(error, (ConnectionError, TimeoutError)):
-        return True
-    answer = s3_error_of(error)
-    if answer is not None:  # the store answered: its code and status say what the fault is
-        code, status = answer
-        return status >= 500 or status in TRANSIENT_STATUSES or code in THROTTLING_CODES
-    # botocore and aiohttp faults are judged by their class names (some of them are OSErrors
-    # without an errno, some not OSErrors at all).
-    names = {cls.__name__ for cls in type(error).__mro__}
-    if names & {"NoCredentialsError", "PartialCredentialsError", "ParamValidationError"}:
-        return False
-    if names & {
-        "BotoCoreError",
-        "HTTPClientError",
-        "ClientPayloadError",
-        "ServerTimeoutError",
-        "IncompleteRead",
-    }:
-        return True
-    return isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS
-
-
-def s3_error_of(error: BaseException) -> tuple[str, int] | None:
-    """The S3 error code and HTTP status of a store's answer behind `error` (s3fs keeps botocore's
-    `ClientError` as the cause); None for faults without an answer (the network)."""
-    for candidate in (error, error.__cause__):
-        response = getattr(candidate, "response", None)
-        if isinstance(response, dict) and "Error" in response:
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            return str(response["Error"].get("Code", "")), int(status)
-    return None
-
-
 class ObjectStore:
     """The objects under one URL root, addressed by `/`-separated keys relative to it."""
 
-    def __init__(self, url: str, timeouts: tuple[float, float] = DEFAULT_TIMEOUTS) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeouts: tuple[float, float] = DEFAULT_TIMEOUTS,
+        botocore_retries: int = DEFAULT_BOTOCORE_RETRIES,
+    ) -> None:
         self.url = url.rstrip("/")
         parts = urlsplit(self.url)
         if parts.username or parts.password:
@@ -148,7 +81,7 @@ class ObjectStore:
                 "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), not in the URL"
             )
         self.protocol = parts.scheme
-        self.fs = _filesystem(self.protocol, self.url, timeouts)
+        self.fs = _filesystem(self.protocol, self.url, timeouts, botocore_retries)
         self.root = self.fs._strip_protocol(self.url).rstrip("/")  # e.g. memory:// adds a "/"
 
     def path(self, key: str) -> str:
@@ -275,7 +208,7 @@ class ObjectStore:
             pass
 
 
-def _filesystem(protocol: str, url: str, timeouts: tuple[float, float]):
+def _filesystem(protocol: str, url: str, timeouts: tuple[float, float], botocore_retries: int):
     import fsspec
 
     try:
@@ -298,7 +231,7 @@ def _filesystem(protocol: str, url: str, timeouts: tuple[float, float]):
         options["config_kwargs"] = {
             "connect_timeout": timeouts[0],
             "read_timeout": timeouts[1],
-            "retries": {"max_attempts": 1},
+            "retries": {"max_attempts": botocore_retries},
         }
     return cls(**options)
 
