@@ -9,6 +9,7 @@ tests/test_split_brain.py runs the real ones end to end.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -58,8 +59,6 @@ def wait_for(condition, what: str) -> None:
 
 
 def stored(s3_store: S3Server, bucket: str, key: str) -> dict:
-    import json
-
     return json.loads(s3_store.client().get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
@@ -142,6 +141,13 @@ def test_a_holder_that_learns_it_was_taken_over_names_the_new_holder(
         first.check()
     assert "taken over by process 7 on host-b (since then)" in str(lost.value)
     assert "\n" not in str(lost.value)
+    first.release()  # leaves the new holder's lease alone
+    assert (
+        json.loads(s3_store.client().get_object(Bucket=bucket, Key="run.lock")["Body"].read())[
+            "hostname"
+        ]
+        == "host-b"
+    )
 
 
 def test_a_refused_renewal_ends_ownership(s3_store: S3Server, bucket: str, aws):
@@ -153,6 +159,7 @@ def test_a_refused_renewal_ends_ownership(s3_store: S3Server, bucket: str, aws):
         wait_for(lambda: lease.lost is not None, "the refused renewal")
         assert "refused the credentials" in lease.lost
         assert not lease.held
+        lease.release()
 
 
 HOLD = """

@@ -16,8 +16,8 @@ from trainflow.checkpoints.state import (
 from trainflow.checkpoints.store import checkpoint_files, state_files, step_of
 from trainflow.storage.atomic import write_bytes, write_json
 from trainflow.storage.digests import sha256_of_bytes, sha256_of_files
-from trainflow.storage.fencing import check_held
-from trainflow.storage.mirror import publish, remove
+from trainflow.storage.fencing import check_write
+from trainflow.storage.mirror import location, publish, remove
 
 logger = logging.getLogger("trainflow.train")
 
@@ -74,7 +74,7 @@ class CheckpointWriter:
     def commit(self, state: ResumeState) -> None:
         """Start committing the model as it is now, with `state` (not when this process lost the
         run's lock: the training thread stops here)."""
-        check_held()
+        check_write(location(self.resume_dir))
         if self.pending is not None and not self.pending.done() and not self.waited:
             self.waited = True
             logger.info(

@@ -3,8 +3,7 @@
 `ObjectStore` asks `check_write` before each attempt of each write (a PUT or a delete); a lease
 that is lost, or that may expire before the write lands, raises `OwnershipLostError` there, so a
 process that is no longer the owner of a run never writes to it, whatever code path writes. The
-training loop asks `check_held` at each step, so that a holder that lost its lease stops at once
-rather than at its next write.
+checkpoint writer asks too before it starts a commit, so that training stops there.
 """
 
 from __future__ import annotations
@@ -43,9 +42,3 @@ def check_write(url: str) -> None:
     for lease in tuple(_guards):
         if url == lease.scope_url or url.startswith(lease.scope_url.rstrip("/") + "/"):
             lease.check()
-
-
-def check_held() -> None:
-    """Raise `OwnershipLostError` if any lease this process holds is no longer valid."""
-    for lease in tuple(_guards):
-        lease.check()
