@@ -74,3 +74,24 @@ def timed(function: Callable[[], object]) -> float:
     began = time.monotonic()
     function()
     return time.monotonic() - began
+
+
+def write_synthetic_source(directory: Path, count: int) -> Path:
+    """A deterministic MNIST-sized IDX source (`count` images)."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    generator = np.random.default_rng(0)
+    labels = (np.arange(count) % 10).astype(np.uint8)
+    images = generator.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in (
+        ("t10k-images-idx3-ubyte.gz", images),
+        ("t10k-labels-idx1-ubyte.gz", labels),
+    ):
+        header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        with gzip.open(directory / name, "wb", compresslevel=1) as stream:
+            stream.write(header + array.tobytes())
+    return directory

@@ -31,6 +31,7 @@ from bench.harness import (
     alternate,
     spread,
     wall_time,
+    write_synthetic_source,
 )
 
 
@@ -192,52 +193,6 @@ def overhead_at_scale(
     )
 
 
-def write_synthetic_source(directory: Path, count: int) -> Path:
-    """A deterministic MNIST-sized IDX source (`count` images)."""
-    import gzip
-    import struct
-
-    import numpy as np
-
-    generator = np.random.default_rng(0)
-    labels = (np.arange(count) % 10).astype(np.uint8)
-    images = generator.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, array in (
-        ("t10k-images-idx3-ubyte.gz", images),
-        ("t10k-labels-idx1-ubyte.gz", labels),
-    ):
-        header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-        with gzip.open(directory / name, "wb", compresslevel=1) as stream:
-            stream.write(header + array.tobytes())
-    return directory
-
-
-def store_only(args: argparse.Namespace, began: float, argv: list[str] | None) -> int:
-    """The store's rows and, in the same run, the local rows they are compared with."""
-    from bench.recovery import recovery_cost
-    from bench.report import render
-    from bench.store import store_rows
-    from bench.training import checkpoint_rows
-    from trainflow.orchestration.prefect_server import LocalServer
-
-    output = args.output or REPO_ROOT / "bench-store.md"
-    with tempfile.TemporaryDirectory() as temporary:
-        directory = Path(temporary)
-        with LocalServer(home=directory / "prefect-home") as server:
-            rows = recovery_cost(
-                server.api_url, directory, args.repeats, epochs=3, every=50, kill_step=330
-            )
-            rows += store_rows(server.api_url, directory / "store", args.repeats, args.epochs)
-        rows += checkpoint_rows(
-            MNIST_SOURCE, "MNIST test split", args.repeats, args.epochs, directory / "mnist"
-        )
-    command = "./dev bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    output.write_text(render(rows, command.strip(), time.monotonic() - began))
-    print(output.read_text())
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -255,9 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     began = time.monotonic()
+    command = ("./dev bench " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     if args.only_store:
-        return store_only(args, began, argv)
-    args.output = args.output or REPO_ROOT / "BENCHMARKS.md"
+        from bench.store import store_only
+
+        report = store_only(args.repeats, args.epochs, command, began)
+        return _write(args.output or REPO_ROOT / "bench-store.md", report)
     from bench.breakdown import fixed_costs
     from bench.recovery import recovery_cost
     from bench.report import render
@@ -314,9 +272,13 @@ def main(argv: list[str] | None = None) -> int:
                     workload,
                 )
             )
-    command = "./dev bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.output.write_text(render(rows, command.strip(), time.monotonic() - began))
-    print(args.output.read_text())
+    report = render(rows, command, time.monotonic() - began)
+    return _write(args.output or REPO_ROOT / "BENCHMARKS.md", report)
+
+
+def _write(output: Path, report: str) -> int:
+    output.write_text(report)
+    print(report)
     return 0
 
 

@@ -118,3 +118,26 @@ def store_rows(api_url: str, directory: Path, repeats: int, epochs: int) -> list
         )
         rows.append(whole_run_in_the_store(api_url, store, directory, repeats, epochs))
     return rows
+
+
+def store_only(repeats: int, epochs: int, command: str, began: float) -> str:
+    """`./dev bench --only-store`: this module's rows and, in the same run, the local rows they
+    are compared with (recovery, checkpoint overhead); returns the report."""
+    import tempfile
+
+    from bench.recovery import recovery_cost
+    from bench.report import render
+    from bench.training import checkpoint_rows
+    from trainflow.orchestration.prefect_server import LocalServer
+
+    with tempfile.TemporaryDirectory() as temporary:
+        directory = Path(temporary)
+        with LocalServer(home=directory / "prefect-home") as server:
+            rows = recovery_cost(
+                server.api_url, directory, repeats, epochs=3, every=50, kill_step=330
+            )
+            rows += store_rows(server.api_url, directory / "store", repeats, epochs)
+        rows += checkpoint_rows(
+            MNIST_SOURCE, "MNIST test split", repeats, epochs, directory / "mnist"
+        )
+    return render(rows, command, time.monotonic() - began)
