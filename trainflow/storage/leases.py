@@ -36,6 +36,7 @@ from fsspec.asyn import sync
 
 from trainflow.errors import OwnershipLostError, StoreError, StoreUnavailableError
 from trainflow.storage import fencing
+from trainflow.storage.faults import s3_error_of
 from trainflow.storage.holders import describe_holder, holder_is_gone
 from trainflow.storage.stores import ObjectStore
 
@@ -195,7 +196,8 @@ class Lease:
         except (FileExistsError, StoreUnavailableError):
             pass  # refused, or no answer: did an earlier attempt, or this one, land after all?
         except OSError as error:
-            if not _precondition_failed(error):
+            refusal = s3_error_of(error)
+            if refusal is None or refusal[1] != 412:  # only "changed meanwhile" is read back
                 raise
         else:
             self._confirm(answer["ETag"], generation, sent)
@@ -274,8 +276,3 @@ def _takeover_reason(body: dict, age: float) -> str | None:
     if age >= EXPIRY_SECONDS:
         return f"silent for {age:.0f} s"
     return None
-
-
-def _precondition_failed(error: OSError) -> bool:
-    response = getattr(error.__cause__, "response", None) or {}
-    return response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
