@@ -129,14 +129,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from trainflow.environment import configure_environment
 
     configure_environment()
-    from app.reevaluate import reevaluate_run
-    from trainflow.storage.mirror import location
+    from app.reevaluate import reevaluate_run, run_paths_of
 
     evaluation = reevaluate_run(args.run_dir, args.dataset)
+    storage = run_paths_of(args.run_dir).storage
     print(
         f"Test accuracy {evaluation.accuracy:.4f}, loss {evaluation.loss:.4f}, macro F1 "
         f"{evaluation.report.macro_f1:.4f} on {evaluation.num_examples} examples; report in "
-        f"{location(evaluation.path.parent / 'reports')}"
+        f"{storage.location(evaluation.path.parent / 'reports')}"
     )
     return 0
 

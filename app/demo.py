@@ -80,7 +80,7 @@ def demo_crash(config: RunConfig, verify: bool) -> DemoReport:
     killed_seconds, returncode, _ = _trainflow_run(config, kill_step)
     if returncode != -signal.SIGKILL:
         raise RuntimeError(f"the run ended (status {returncode}) before step {kill_step}")
-    committed = committed_steps(paths.resume_dir)
+    committed = committed_steps(paths)
     resumed_seconds, returncode, summary = _trainflow_run(config, None)
     if returncode != 0:
         raise RuntimeError(f"the resumed run failed with status {returncode}")

@@ -17,22 +17,25 @@ from trainflow.paths import ArtifactPaths, RunPaths
 from trainflow.results import Evaluation, PersistedModel, TrainingResult
 from trainflow.runs.records import read_record
 from trainflow.runs.stage_records import forget_stage
-from trainflow.storage.mirror import fetch
-from trainflow.storage.stores import is_url
+from trainflow.storage.locations import is_url
+
+
+def run_paths_of(run_dir: str | Path) -> RunPaths:
+    """The run at `run_dir`: a directory under `<artifacts>/runs/`, or its URL in a store."""
+    run_dir = os.fspath(run_dir)
+    root, _, name = run_dir.rstrip("/").rpartition("/runs/")
+    if is_url(run_dir) and root:
+        return ArtifactPaths.at(root).run(name)
+    local = Path(run_dir).resolve()
+    return ArtifactPaths.at(local.parent.parent).run(local.name)
 
 
 def reevaluate_run(run_dir: str | Path, dataset: str | None) -> Evaluation:
     """Evaluate the run in `run_dir` (a directory, or its URL in an object store) on `dataset`
     (default: the one it was trained on)."""
-    run_dir = os.fspath(run_dir)
-    root, _, name = run_dir.rstrip("/").rpartition("/runs/")
-    if is_url(run_dir) and root:
-        artifacts = ArtifactPaths.at(root)
-        paths = artifacts.run(name)
-        fetch(paths.run_dir)
-    else:
-        paths = RunPaths(run_dir=Path(run_dir).resolve())
-        artifacts = ArtifactPaths(root=paths.run_dir.parent.parent)
+    paths = run_paths_of(run_dir)
+    artifacts = ArtifactPaths(root=paths.storage.root)
+    paths.storage.refresh(paths.run_dir)  # from an object store: the run as it is there
     record = read_record(paths)
     if record is None or not paths.training_result.is_file() or not paths.keras_model.is_file():
         raise UserInputError(

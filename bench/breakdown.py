@@ -81,7 +81,8 @@ def fixed_costs(api_url: str, repeats: int) -> list[Row]:
         )
         model = build_model("mlp", data.image_shape, data.num_classes)
         shadow = build_model("mlp", data.image_shape, data.num_classes)
-        writer = CheckpointWriter(model, shadow, Path(directory) / "resume", keep=2)
+        paths = ArtifactPaths.at(directory).run("breakdown")
+        writer = CheckpointWriter(model, shadow, paths, keep=2)
         state = ResumeState(model_kind="mlp", data_fingerprint="", seed=0, batch_size=32)
         steps = iter(range(1, 1_000_000))
 

@@ -109,8 +109,7 @@ def recovery_cost(
             raise RuntimeError(f"run {name} was not killed at step {kill_step} ({killed.status})")
         # A manifest is written last, once its weights are on disk: the newest one on disk names
         # the newest checkpoint that was complete at the kill (0: none was).
-        resume_dir = ArtifactPaths.at(artifacts).run(name).resume_dir
-        complete = max(committed_steps(resume_dir), default=0)
+        complete = max(committed_steps(ArtifactPaths.at(artifacts).run(name)), default=0)
         resumed = _run(command, environment if store is None else _new_machine(environment))
         if resumed.status != 0 or resumed.first_step is None:
             raise RuntimeError(f"the resumed run {name} failed ({resumed.status}) or never resumed")

@@ -46,7 +46,7 @@ def _checkpoint_callbacks(
         model_kind="mlp", data_fingerprint=data.fingerprint, seed=SEED, batch_size=BATCH_SIZE
     )
     layout_model = build_model("mlp", data.image_shape, data.num_classes)
-    writer = CheckpointWriter(model, layout_model, paths.resume_dir, keep=2)
+    writer = CheckpointWriter(model, layout_model, paths, keep=2)
     return [*checkpoint_callbacks(paths, state, writer, NO_EARLY_STOP, every)], writer
 
 

@@ -13,13 +13,11 @@ from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.reports.metrics import (
     classification_report,
-    write_predictions,
-    write_report_tables,
+    predictions_table,
+    report_tables,
 )
 from trainflow.results import Evaluation, PersistedModel, PreparedData, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
-from trainflow.storage.atomic import write_json
-from trainflow.storage.mirror import location
 from trainflow.training.models import build_model, load_saved_model
 from trainflow.training.scoring import loss_and_probabilities
 
@@ -77,8 +75,10 @@ def _evaluate(
             f"set (loss {loaded_loss} vs {rebuilt_loss}); persist the model again"
         )
     report = classification_report(labels, loaded_predictions, training.class_names)
-    write_report_tables(report, paths.per_class_table, paths.confusion_table)
-    write_predictions(paths.predictions_table, labels, probabilities)
+    per_class, confusion = report_tables(report)
+    paths.storage.write_table(paths.per_class_table, per_class)
+    paths.storage.write_table(paths.confusion_table, confusion)
+    paths.storage.write_table(paths.predictions_table, predictions_table(labels, probabilities))
     evaluation = Evaluation(
         loss=loaded_loss,
         accuracy=float((loaded_predictions == labels).mean()),
@@ -91,13 +91,13 @@ def _evaluate(
         weights_model_loss=rebuilt_loss,
         path=paths.evaluation,
     )
-    write_json(paths.evaluation, evaluation.model_dump(mode="json"))
+    paths.storage.write_json(paths.evaluation, evaluation.model_dump(mode="json"))
     logger.info(
         "Test accuracy %.4f, loss %.4f on %d examples (%s)",
         evaluation.accuracy,
         evaluation.loss,
         evaluation.num_examples,
-        location(paths.evaluation),
+        paths.storage.location(paths.evaluation),
     )
 
 

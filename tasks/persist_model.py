@@ -12,8 +12,6 @@ from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.results import ModelMetadata, PersistedModel, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
-from trainflow.storage.atomic import atomic_path, write_json
-from trainflow.storage.mirror import location
 from trainflow.training.export import export_for_serving
 from trainflow.training.models import build_model
 
@@ -46,7 +44,7 @@ def persist_model(training: TrainingResult, weights: Path, paths: RunPaths) -> P
 def _save(training: TrainingResult, weights: Path, paths: RunPaths) -> None:
     model = build_model(training.recipe, training.image_shape, training.num_classes)
     model.load_weights(weights)
-    with atomic_path(paths.keras_model) as temporary:
+    with paths.storage.writing(paths.keras_model) as temporary:
         model.save(temporary)
     metadata = ModelMetadata(
         model=training.recipe.model,
@@ -54,16 +52,16 @@ def _save(training: TrainingResult, weights: Path, paths: RunPaths) -> None:
         class_names=training.class_names,
         contract=training.contract,
     ).model_dump(mode="json")
-    with atomic_path(paths.saved_model) as temporary:
+    with paths.storage.writing(paths.saved_model) as temporary:
         export_for_serving(model, training.image_shape, training.contract, temporary)
         # Beside the SavedModel's own files, where TensorFlow leaves what it does not read.
         (temporary / "assets.extra").mkdir(exist_ok=True)
         (temporary / "assets.extra" / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-    write_json(paths.model_metadata, metadata)
+    paths.storage.write_json(paths.model_metadata, metadata)
     logger.info(
         "Saved model to %s and SavedModel to %s",
-        location(paths.keras_model),
-        location(paths.saved_model),
+        paths.storage.location(paths.keras_model),
+        paths.storage.location(paths.saved_model),
     )
 
 

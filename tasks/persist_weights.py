@@ -13,9 +13,7 @@ from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.results import TrainingResult
 from trainflow.runs.stage_records import run_stage_once
-from trainflow.storage.atomic import atomic_path
 from trainflow.storage.digests import sha256_of_files
-from trainflow.storage.mirror import location
 from trainflow.training.models import build_model
 
 logger = logging.getLogger("trainflow.persist")
@@ -33,21 +31,25 @@ def persist_weights(training: TrainingResult, paths: RunPaths) -> Path:
 
 
 def _save(training: TrainingResult, paths: RunPaths) -> None:
-    if sha256_of_files([training.best_checkpoint]) != training.best_checkpoint_sha256:
+    storage = paths.storage
+    best = storage.path(training.best_checkpoint)  # local since the run was opened, or written here
+    if sha256_of_files([best]) != training.best_checkpoint_sha256:
         raise RunStateError(
-            f"{training.best_checkpoint} differs from the file training recorded; it was changed "
+            f"{storage.location(best)} differs from the file training recorded; it was changed "
             "after training: start the run over with --fresh"
         )
     model = build_model(training.recipe, training.image_shape, training.num_classes)
-    model.load_weights(training.best_checkpoint)
+    model.load_weights(best)
     if not all(np.isfinite(weights).all() for weights in model.get_weights()):
         raise NonFiniteLossError(
-            f"{training.best_checkpoint} holds NaN or infinite weights; not persisting a diverged "
+            f"{storage.location(best)} holds NaN or infinite weights; not persisting a diverged "
             "model: start the run over with --fresh"
         )
-    with atomic_path(paths.weights) as temporary:
+    with storage.writing(paths.weights) as temporary:
         model.save_weights(temporary)
-    logger.info("Saved weights of epoch %d to %s", training.best_epoch, location(paths.weights))
+    logger.info(
+        "Saved weights of epoch %d to %s", training.best_epoch, storage.location(paths.weights)
+    )
 
 
 persist_weights_task = task(

@@ -11,7 +11,6 @@ from trainflow.orchestration.summary import publish_summary
 from trainflow.paths import ArtifactPaths
 from trainflow.results import PromotionDecision, RunSummary
 from trainflow.runs.registry import ModelVersion, Registry, code_version, now
-from trainflow.storage.mirror import fetched
 from trainflow.training.scoring import accuracy_on, saved_contract
 
 logger = logging.getLogger("trainflow.promote")
@@ -34,9 +33,9 @@ def promote_challenger(
                 champion.test_accuracy
                 if champion.data_fingerprint == summary.data_fingerprint
                 else accuracy_on(
-                    fetched(champions_run.keras_model),
+                    artifacts.storage.local_copy(champions_run.keras_model),
                     artifacts.data(summary.data_fingerprint).split("test"),
-                    saved_contract(fetched(champions_run.model_metadata)),
+                    saved_contract(artifacts.storage.local_copy(champions_run.model_metadata)),
                     ModelRecipe(model=champion.parameters.get("model", "mlp")),
                 )
             )

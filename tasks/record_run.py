@@ -10,7 +10,6 @@ from trainflow.orchestration.summary import publish_summary
 from trainflow.paths import RunPaths
 from trainflow.results import Evaluation, PersistedModel, RunReport, RunSummary, TrainingResult
 from trainflow.runs.records import close_run, default_run_name, open_run
-from trainflow.storage.mirror import location
 
 
 def finish_run(
@@ -24,11 +23,11 @@ def finish_run(
     summary = RunSummary(
         run_name=paths.name,
         run_dir=paths.location,
-        model_path=location(persisted.keras_model),
-        weights_path=location(persisted.weights),
-        saved_model_path=location(persisted.saved_model),
-        evaluation_path=location(evaluation.path),
-        reports_dir=location(report.learning_curves.parent),
+        model_path=paths.storage.location(persisted.keras_model),
+        weights_path=paths.storage.location(persisted.weights),
+        saved_model_path=paths.storage.location(persisted.saved_model),
+        evaluation_path=paths.storage.location(evaluation.path),
+        reports_dir=paths.storage.location(report.learning_curves.parent),
         data_fingerprint=training.data_fingerprint,
         model=training.recipe.model,
         class_names=training.class_names,

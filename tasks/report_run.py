@@ -14,10 +14,9 @@ from trainflow.data.prepared import read_split
 from trainflow.orchestration.artifact_keys import classes_key
 from trainflow.paths import RunPaths
 from trainflow.reports import plots
-from trainflow.reports.history import write_history
+from trainflow.reports.history import history_table
 from trainflow.results import Evaluation, PreparedData, RunReport, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
-from trainflow.storage.mirror import location
 
 logger = logging.getLogger("trainflow.report")
 STAGE = "report_run"
@@ -50,39 +49,45 @@ def report_run(
             report.confusion_matrix,
             report.confident_mistakes,
         ],
-        lambda: _draw(training, evaluation, data, report),
+        lambda: _draw(training, evaluation, data, report, paths),
     )
-    logger.info("Report written to %s", location(paths.reports_dir))
+    logger.info("Report written to %s", paths.storage.location(paths.reports_dir))
     return report
 
 
 def _draw(
-    training: TrainingResult, evaluation: Evaluation, data: PreparedData, report: RunReport
+    training: TrainingResult,
+    evaluation: Evaluation,
+    data: PreparedData,
+    report: RunReport,
+    paths: RunPaths,
 ) -> None:
+    storage = paths.storage
     resumed_epochs = [resume.epochs_done + 1 for resume in training.resumes]
-    write_history(report.history_table, training.history, resumed_epochs)
-    plots.learning_curves(
+    storage.write_table(report.history_table, history_table(training.history, resumed_epochs))
+    curves = plots.learning_curves(
         training.history,
         [
             resume.epochs_done + resume.step_in_epoch / training.steps_per_epoch + 0.5
             for resume in training.resumes
         ],
-        report.learning_curves,
     )
-    plots.confusion_heatmap(
-        evaluation.report.confusion_matrix, training.class_names, report.confusion_matrix
+    storage.write_bytes(report.learning_curves, curves)
+    storage.write_bytes(
+        report.confusion_matrix,
+        plots.confusion_heatmap(evaluation.report.confusion_matrix, training.class_names),
     )
     images, _ = read_split(data.paths.split("test"))
     predictions = pq.read_table(evaluation.predictions).to_pydict()
-    plots.confident_mistakes(
+    mistakes = plots.confident_mistakes(
         images,
         *(
             pa.array(predictions[column]).to_numpy()
             for column in ("label", "predicted", "confidence")
         ),
         training.class_names,
-        report.confident_mistakes,
     )
+    storage.write_bytes(report.confident_mistakes, mistakes)
 
 
 @task(name="report_run")

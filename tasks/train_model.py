@@ -23,8 +23,6 @@ from trainflow.orchestration.progress import ProgressArtifact
 from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData, TrainingResult
-from trainflow.storage.atomic import write_json
-from trainflow.storage.mirror import remove
 from trainflow.training.pipeline import steps_per_epoch
 from trainflow.training.session import fit_from
 
@@ -39,7 +37,7 @@ def train_model(
 ) -> TrainingResult:
     """Train `config.model` on `data`, resuming from the newest valid checkpoint under `paths`;
     `extra_callbacks` join every epoch's callbacks (e.g. progress reporting)."""
-    state = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    state = load_latest_checkpoint(paths)
     if state is None:
         _discard_stale_outputs(paths)
         resumed_from = resumed_from_step = None
@@ -66,7 +64,9 @@ def train_model(
         stopped_early=state.stopped_early,
         best_epoch=state.best_epoch,
         # By name: the state may have been written on another machine, or under another mirror.
-        best_checkpoint=paths.best_checkpoints_dir / Path(state.best_checkpoint).name,
+        best_checkpoint=paths.storage.key(
+            paths.best_checkpoints_dir / Path(state.best_checkpoint).name
+        ),
         best_checkpoint_sha256=state.best_checkpoint_sha256,
         optimizer_iterations=state.global_step,
         history=state.history,
@@ -74,7 +74,7 @@ def train_model(
         resumes=state.resumes,
         contract=state.contract,
     )
-    write_json(paths.training_result, result.model_dump(mode="json"))
+    paths.storage.write_json(paths.training_result, result.model_dump(mode="json"))
     return result
 
 
@@ -88,7 +88,7 @@ def _discard_stale_outputs(paths: RunPaths) -> None:
         paths.training_result,
         paths.evaluation,
     ):
-        remove(stale)
+        paths.storage.remove(stale)
 
 
 def _check_resumable(

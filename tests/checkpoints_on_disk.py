@@ -25,12 +25,13 @@ def newest_complete_checkpoint(resume_dir: Path) -> ResumeState | None:
     return None
 
 
-def interrupted_writes(resume_dir: Path) -> list[str]:
-    """Names of the files that checkpoint writes cut short by a kill leave: temporaries, and
-    weights without their manifest."""
+def interrupted_writes(paths: RunPaths) -> list[str]:
+    """Names of the files that checkpoint writes cut short by a kill leave in the run's resume
+    directory: temporaries, and weights without their manifest."""
+    resume_dir = paths.resume_dir
     if not resume_dir.is_dir():
         return []
-    committed = {checkpoint_files(resume_dir, step)[0].name for step in committed_steps(resume_dir)}
+    committed = {checkpoint_files(resume_dir, step)[0].name for step in committed_steps(paths)}
     return sorted(
         path.name
         for path in resume_dir.iterdir()

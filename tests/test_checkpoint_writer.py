@@ -8,6 +8,7 @@ import pytest
 from trainflow.checkpoints.state import ResumeState
 from trainflow.checkpoints.store import checkpoint_files
 from trainflow.checkpoints.writer import CheckpointWriter
+from trainflow.paths import ArtifactPaths
 from trainflow.training.models import build_model
 
 
@@ -23,11 +24,12 @@ def trained_model(kind: str) -> keras.Model:
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_written_checkpoint_holds_every_variable_as_keras_saves_it(kind, tmp_path):
     model = trained_model(kind)
-    writer = CheckpointWriter(model, build_model(kind, (28, 28), 10), tmp_path, keep=2)
+    paths = ArtifactPaths.at(tmp_path).run("writer")
+    writer = CheckpointWriter(model, build_model(kind, (28, 28), 10), paths, keep=2)
     state = ResumeState(model_kind=kind, data_fingerprint="", seed=0, batch_size=16, global_step=4)
     writer.commit(state)
     committed = writer.close()
-    weights_file, _ = checkpoint_files(tmp_path, 4)
+    weights_file, _ = checkpoint_files(paths.resume_dir, 4)
     assert committed.weights_file == weights_file.name
 
     keras_file = tmp_path / "keras.weights.h5"
@@ -50,10 +52,10 @@ def test_written_checkpoint_holds_every_variable_as_keras_saves_it(kind, tmp_pat
 
 def test_a_failed_write_is_raised_by_the_next_commit_or_flush(tmp_path):
     model = build_model("mlp", (28, 28), 10)
-    (tmp_path / "not-a-directory").write_text("")
-    writer = CheckpointWriter(
-        model, build_model("mlp", (28, 28), 10), tmp_path / "not-a-directory", 2
-    )
+    paths = ArtifactPaths.at(tmp_path).run("writer")
+    paths.checkpoints_dir.mkdir(parents=True)
+    paths.resume_dir.write_text("")  # not a directory
+    writer = CheckpointWriter(model, build_model("mlp", (28, 28), 10), paths, 2)
     writer.commit(ResumeState(model_kind="mlp", data_fingerprint="", seed=0, batch_size=16))
     with pytest.raises(OSError):
         writer.close()

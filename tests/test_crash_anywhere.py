@@ -138,9 +138,7 @@ def kill_during(crash_setup, paths: RunPaths, kind: str, delay: float) -> subpro
         # A write after the first commit, so that the rerun has a checkpoint to resume from.
         wait_for(
             process,
-            lambda: (
-                bool(committed_steps(paths.resume_dir)) and any(paths.resume_dir.glob("*.tmp-*"))
-            ),
+            lambda: bool(committed_steps(paths)) and any(paths.resume_dir.glob("*.tmp-*")),
             PROCESS_TIMEOUT,
         )
     elif kind == "persist":
@@ -162,7 +160,7 @@ def phase_at_kill(paths: RunPaths) -> str:
         return "persist"
     if paths.training_result.exists():
         return "after training"
-    if interrupted_writes(paths.resume_dir):
+    if interrupted_writes(paths):
         return "checkpoint-write"
     return "training" if paths.resume_dir.is_dir() else "before the first checkpoint"
 
@@ -211,7 +209,7 @@ def run_trial(crash_setup, index: int, kind: str, seed: int) -> None:
 
     # What the kill left on disk, read before the rerun moves anything aside.
     checkpoint = newest_complete_checkpoint(paths.resume_dir)
-    leftovers = interrupted_writes(paths.resume_dir)
+    leftovers = interrupted_writes(paths)
     resumed_from_step = None if checkpoint is None else checkpoint.global_step
     context += f", newest complete checkpoint: step {resumed_from_step}, leftovers {leftovers}"
     print(context)

@@ -57,19 +57,20 @@ KILL_DURING_CHECKPOINT_WRITE = (
     """
 import json, sys, threading
 from trainflow.checkpoints import writer
+from trainflow.storage.artifacts import Storage
 kill_step = json.loads(sys.argv[1])["kill_at_step"]
 held = threading.Event()
-write_manifest, commit = writer.write_json, writer.CheckpointWriter.commit
-def held_write_manifest(path, state):
-    if state["global_step"] == kill_step:
+write_json, commit = Storage.write_json, writer.CheckpointWriter.commit
+def held_write_manifest(self, path, data):
+    if path.parent.name == "resume" and data["global_step"] == kill_step:
         held.set()
         threading.Event().wait()
-    write_manifest(path, state)
+    write_json(self, path, data)
 def commit_until_held(self, state):
     commit(self, state)
     if state.global_step == kill_step:
         held.wait()
-writer.write_json, writer.CheckpointWriter.commit = held_write_manifest, commit_until_held
+Storage.write_json, writer.CheckpointWriter.commit = held_write_manifest, commit_until_held
 """
     + KILL_IN_SUBPROCESS
 )
@@ -191,7 +192,12 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run_bitwise(
     assert resumed.best_epoch == reference.best_epoch
     reference_final = final_checkpoint(root.run("reference"))
     assert differing_arrays(final_checkpoint(paths), reference_final) == []
-    assert differing_arrays(resumed.best_checkpoint, reference.best_checkpoint) == []
+    assert (
+        differing_arrays(
+            root.storage.path(resumed.best_checkpoint), root.storage.path(reference.best_checkpoint)
+        )
+        == []
+    )
 
 
 def test_interrupted_epoch_is_not_retrained_from_its_start(idx_dir, artifacts):
@@ -228,7 +234,7 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_newest_complete_checkpo
     kill_in_subprocess(config, KILL_DURING_CHECKPOINT_WRITE, {KILL_WITHOUT_FLUSH: "1"})
     paths = root.run("crashed")
     half_written, _ = checkpoint_files(paths.resume_dir, kill_step)
-    assert interrupted_writes(paths.resume_dir) == [half_written.name]
+    assert interrupted_writes(paths) == [half_written.name]
     complete = newest_complete_checkpoint(paths.resume_dir)
     assert complete.global_step == kill_step - config.checkpoint_every
 
@@ -242,4 +248,9 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_newest_complete_checkpo
     assert resumed.history == reference.history
     reference_final = final_checkpoint(root.run("reference"))
     assert differing_arrays(final_checkpoint(paths), reference_final) == []
-    assert differing_arrays(resumed.best_checkpoint, reference.best_checkpoint) == []
+    assert (
+        differing_arrays(
+            root.storage.path(resumed.best_checkpoint), root.storage.path(reference.best_checkpoint)
+        )
+        == []
+    )

@@ -35,9 +35,10 @@ from trainflow.training.models import load_saved_model
 HOLD_THE_LOCK = """
 import sys, time
 from pathlib import Path
+from trainflow.paths import ArtifactPaths
 from trainflow.runs.lock import lock_run
 lock = Path(sys.argv[1])
-lock_run(lock, "busy", lock.parent.parent / "runs" / "busy")
+lock_run(ArtifactPaths.at(lock.parent.parent).run(lock.stem))
 print("locked", flush=True)
 time.sleep(600)
 """
@@ -146,7 +147,7 @@ def test_disk_fault_during_a_checkpoint_keeps_the_previous_one_and_resumes(
             StorageError, match="cannot write .*step-.*weights.h5: .*same command again"
         ):
             train_model(config, data, paths)
-    previous = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    previous = load_latest_checkpoint(paths)
     assert previous.epochs_done == 2  # the checkpoints of epochs 1 and 2 are intact
     assert not paths.quarantine_dir.exists()  # nothing half-written was left behind
     assert not list(paths.resume_dir.glob("*.tmp-*"))
@@ -193,7 +194,7 @@ def test_a_diverging_loss_stops_training_at_once_and_nothing_is_persisted(run, m
     monkeypatch.setattr(stage, "build_classifier", diverged_model)
     with pytest.raises(NonFiniteLossError, match="the loss became nan in epoch 1; nothing was"):
         train_model(config, data, paths)
-    assert load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir) is None
+    assert load_latest_checkpoint(paths) is None
     assert not list(paths.best_checkpoints_dir.glob("*.h5"))
     assert not paths.training_result.exists() and not paths.weights.exists()
 
@@ -206,8 +207,9 @@ def test_persist_refuses_non_finite_weights(run):
     training = train_model(config, data, paths)
     model = build_model(training.recipe, training.image_shape, training.num_classes)
     model.set_weights([np.full_like(array, np.nan) for array in model.get_weights()])
-    model.save_weights(training.best_checkpoint)
-    changed = {"best_checkpoint_sha256": sha256_of_files([training.best_checkpoint])}
+    best = paths.storage.path(training.best_checkpoint)
+    model.save_weights(best)
+    changed = {"best_checkpoint_sha256": sha256_of_files([best])}
     with pytest.raises(NonFiniteLossError, match="NaN or infinite weights"):
         persist_weights(training.model_copy(update=changed), paths)
     assert not paths.weights.exists()

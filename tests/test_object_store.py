@@ -43,6 +43,7 @@ def test_a_run_killed_on_one_machine_resumes_on_another_bit_for_bit(
     assert committed, "machine A committed no checkpoint to the store"
     newest = committed[0].global_step
     assert 0 < newest <= kill_step
+    assert {state.lock_generation for state in committed} == {1}  # the run's first owner
 
     cwd_b, machine_b = machine(tmp_path, "machine-b", s3_store)
     assert not any(Path(machine_b["TMPDIR"]).iterdir()) and not any(cwd_b.iterdir())
@@ -56,6 +57,10 @@ def test_a_run_killed_on_one_machine_resumes_on_another_bit_for_bit(
     assert summary["resumed_from_step"] == newest  # 0 checkpointed steps trained again
     assert f"Resuming run moved from checkpoint step-{newest:09d}.weights.h5" in resumed.stderr
     assert summary["weights_path"] == f"{artifacts}/runs/moved/model/model.weights.h5"
+    # B took the run over: what it wrote names the lease's next generation.
+    assert committed_checkpoints(s3_store, bucket, "team/runs/moved")[0].lock_generation == 2
+    record = s3_store.client().get_object(Bucket=bucket, Key="team/runs/moved/run.json")
+    assert json.loads(record["Body"].read())["lock_generation"] == 2
 
     cwd_c, machine_c = machine(tmp_path, "machine-c", s3_store)
     reference = trainflow(cwd_c, machine_c, *run_options(idx_dir, artifacts, "whole"))

@@ -53,7 +53,7 @@ def test_leftover_temporary_of_an_interrupted_write_is_set_aside(run):
     weights, _ = interrupted_after_epoch_3(run)
     leftover = weights.with_name("step-000000036.tmp-4242.weights.h5")
     leftover.write_bytes(b"\x89HDF half")
-    state = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    state = load_latest_checkpoint(paths)
     assert state.global_step == 3 * STEPS_PER_EPOCH
     assert (paths.quarantine_dir / leftover.name).is_file() and not leftover.exists()
 

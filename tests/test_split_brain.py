@@ -97,6 +97,9 @@ def test_a_machine_cut_off_past_the_expiry_stops_and_the_one_that_took_over_fini
         s3_store.client().get_object(Bucket=bucket, Key="team/runs/split/run.json")["Body"].read()
     )
     assert record["status"] == "completed" and record["pid"] == run_b.pid
+    assert record["lock_generation"] == 2  # written by the second owner of the run
+    manifests = committed_checkpoints(s3_store, bucket, "team/runs/split")
+    assert manifests and {manifest.lock_generation for manifest in manifests} == {2}
 
     cwd_c, machine_c = machine(tmp_path, "machine-c", s3_store)
     reference = trainflow(cwd_c, machine_c, *run_options(idx_dir, artifacts, "whole", *LONG_RUN))

@@ -63,7 +63,7 @@ def test_retention_deletes_only_checkpoints_older_than_a_newer_commit(
 ):
     paths = in_store.run("r")
     for step in (10, 20, 30):
-        write_checkpoint(b"weights of step %d" % step, paths.resume_dir, state_at(step), keep=2)
+        write_checkpoint(b"weights of step %d" % step, paths, state_at(step), keep=2)
     assert s3_store.keys(bucket, "team/runs/r/checkpoints/resume/") == [
         f"team/runs/r/checkpoints/resume/step-0000000{step}.{suffix}"
         for step in (20, 30)
@@ -95,7 +95,7 @@ def test_retention_uncommits_an_old_checkpoint_only_after_a_newer_one_committed(
     )
     paths = in_store.run("r")
     for step in (10, 20):
-        write_checkpoint(b"weights of step %d" % step, paths.resume_dir, state_at(step), keep=1)
+        write_checkpoint(b"weights of step %d" % step, paths, state_at(step), keep=1)
     resume = "runs/r/checkpoints/resume"
     assert writes == [
         ("put", f"{resume}/step-000000010.weights.h5"),
@@ -111,14 +111,14 @@ def test_checkpoint_weights_go_from_memory_to_the_store_and_are_read_back_from_i
     in_store: ArtifactPaths, s3_store: S3Server, bucket: str
 ):
     paths = in_store.run("m")
-    committed = write_checkpoint(b"weights of step 10", paths.resume_dir, state_at(10), keep=2)
+    committed = write_checkpoint(b"weights of step 10", paths, state_at(10), keep=2)
     weights, _ = checkpoint_files(paths.resume_dir, 10)
     assert not weights.exists()  # no scratch copy written, then uploaded
     key = f"team/runs/m/checkpoints/resume/{weights.name}"
     assert s3_store.client().get_object(Bucket=bucket, Key=key)["Body"].read() == (
         b"weights of step 10"
     )
-    assert load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir) == committed
+    assert load_latest_checkpoint(paths) == committed
 
 
 def test_a_directory_is_read_only_as_its_commit_marker_lists_it(
@@ -166,14 +166,14 @@ def test_a_damaged_checkpoint_in_the_store_is_set_aside_there_and_the_one_before
 ):
     paths = in_store.run("r")
     for step in (10, 20):
-        write_checkpoint(b"weights of step %d" % step, paths.resume_dir, state_at(step), keep=3)
+        write_checkpoint(b"weights of step %d" % step, paths, state_at(step), keep=3)
     prefix = "team/runs/r/checkpoints/"
     s3_store.client().put_object(
         Bucket=bucket, Key=f"{prefix}resume/step-000000020.weights.h5", Body=b"garbled"
     )
     shutil.rmtree(paths.run_dir)  # another machine: all it knows is in the store
     fetch(paths.run_dir)
-    state = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    state = load_latest_checkpoint(paths)
     assert state is not None and state.global_step == 10
     keys = s3_store.keys(bucket, prefix)
     assert f"{prefix}quarantine/step-000000020.weights.h5" in keys

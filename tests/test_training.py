@@ -29,11 +29,11 @@ def test_training_checkpoints_every_epoch_and_keeps_the_best(run):
     assert len(result.history["val_loss"]) == 4
     best_epoch = int(np.argmin(result.history["val_loss"])) + 1
     assert result.best_epoch == best_epoch
-    assert (
-        result.best_checkpoint
-        == paths.best_checkpoints_dir / f"save_model_{best_epoch:02d}.weights.h5"
-    )
-    assert result.best_checkpoint.is_file()
+    # A key, the same on every machine: not this process's path to the file.
+    best_name = f"save_model_{best_epoch:02d}.weights.h5"
+    assert result.best_checkpoint == f"runs/{paths.name}/checkpoints/best/{best_name}"
+    assert paths.storage.path(result.best_checkpoint) == paths.best_checkpoints_dir / best_name
+    assert (paths.best_checkpoints_dir / best_name).is_file()
     resume_files = sorted(path.name for path in paths.resume_dir.iterdir())
     assert resume_files == [
         f"step-{epoch * STEPS_PER_EPOCH:09d}.{suffix}"
@@ -47,7 +47,7 @@ def test_failure_after_epoch_2_resumes_at_epoch_3_with_optimizer_state(run, capl
     config, data, paths = run
     with pytest.raises(InjectedFailure, match="after epoch 2"):
         train_model(config.model_copy(update={"fail_at_epoch": 2}), data, paths)
-    checkpoint = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    checkpoint = load_latest_checkpoint(paths)
     assert checkpoint.epochs_done == 2 and checkpoint.step_in_epoch == 0
     assert checkpoint.global_step == 2 * STEPS_PER_EPOCH
 
@@ -127,7 +127,7 @@ def test_persist_and_evaluate_the_saved_model(run):
     assert report["loss"] == pytest.approx(keras_loss, rel=1e-5)
     assert report["accuracy"] == pytest.approx(keras_accuracy)
     best = keras.models.clone_model(loaded)
-    best.load_weights(training.best_checkpoint)
+    best.load_weights(paths.storage.path(training.best_checkpoint))
     for saved, expected in zip(loaded.get_weights(), best.get_weights()):
         np.testing.assert_array_equal(saved, expected)
 

@@ -68,7 +68,7 @@ def test_a_garbled_manifest_is_damage_and_is_set_aside(run):
     train_model(config, data, paths)
     newest = sorted(paths.resume_dir.glob("step-*.json"))[-1]
     newest.write_text("{not json")
-    state = load_latest_checkpoint(paths.resume_dir, paths.quarantine_dir)
+    state = load_latest_checkpoint(paths)
     assert (paths.quarantine_dir / newest.name).exists()
     assert state.global_step < int(newest.name[5:14])
 
@@ -86,7 +86,7 @@ def test_an_io_error_reading_the_run_record_is_raised_not_taken_for_no_record(
             read_record(paths)
         with pytest.raises(OSError):
             open_run(config, "kept", flow_run_id="second")  # --fresh must not wipe on a fault
-    unlock_run(paths.lock)
+    unlock_run(paths)
     assert (paths.run_dir / "progress.txt").is_file()
     assert read_record(paths).status == "completed"
 
@@ -100,7 +100,7 @@ def test_a_damaged_run_record_is_an_error_naming_it_and_is_listed(tmp_path):
         read_record(paths)
     with pytest.raises(RunStateError):
         open_run(config, "broken", flow_run_id=None)
-    unlock_run(paths.lock)
+    unlock_run(paths)
     (listed,) = list_runs(ArtifactPaths.at(config.artifacts))
     assert (listed.run_name, listed.status) == ("broken", "damaged")
     assert "is damaged" in listed.error

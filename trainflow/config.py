@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainflow.contract import PixelRange
-from trainflow.storage.stores import is_url, local_path_of
+from trainflow.storage.locations import is_url, local_path_of
 
 SourceKind = Literal["mnist", "fashion_mnist", "idx", "npz", "parquet", "images"]
 OptimizerName = Literal["adam", "sgd", "adamw", "rmsprop"]

@@ -1,7 +1,9 @@
 """Every output path, computed in one place from the artifacts root.
 
-The paths are local: for an artifacts root in an object store they are in this process's mirror of
-it, and `location` turns one into the URL a user sees (see storage/mirror.py).
+The paths are the local faces of the artifacts' keys (see storage/artifacts.py): for a root in an
+object store they are in this process's scratch standing for it. Each paths object carries the
+`Storage` its files are read and written through (`paths.storage`), and `location` turns a path
+into what a user is shown (a path, or a URL).
 
 Layout under the root:
 
@@ -25,8 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from trainflow.storage.mirror import location, mirror_root
-from trainflow.storage.stores import is_url, local_path_of
+from trainflow.storage.artifacts import Storage
 
 PREPARED_SPLITS = ("train", "validation", "test")
 RECORD_FILE = "run.json"
@@ -39,6 +40,10 @@ class DataPaths(BaseModel):
 
     root: Path
 
+    @property
+    def storage(self) -> Storage:
+        return Storage.of_root(self.root.parent.parent)
+
     def split(self, name: str) -> Path:
         """The Parquet file of split `name` (train, validation or test)."""
         return self.root / f"{name}.parquet"
@@ -50,7 +55,7 @@ class DataPaths(BaseModel):
     @property
     def location(self) -> str:
         """The directory as a user names it: its store URL, or the path."""
-        return location(self.root)
+        return self.storage.location(self.root)
 
 
 class RunPaths(BaseModel):
@@ -61,13 +66,17 @@ class RunPaths(BaseModel):
     run_dir: Path
 
     @property
+    def storage(self) -> Storage:
+        return Storage.of_root(self.run_dir.parent.parent)
+
+    @property
     def name(self) -> str:
         return self.run_dir.name
 
     @property
     def location(self) -> str:
         """The run directory as a user names it: its store URL, or the directory."""
-        return location(self.run_dir)
+        return self.storage.location(self.run_dir)
 
     @property
     def record(self) -> Path:
@@ -187,17 +196,17 @@ class ArtifactPaths(BaseModel):
 
     @classmethod
     def at(cls, location: str | Path) -> ArtifactPaths:
-        """The artifacts at `location`: a directory, anchored at its absolute path so that a later
-        change of directory moves nothing, or an object store URL, worked on through this
-        process's local mirror of it (see storage/mirror.py)."""
-        if is_url(location):
-            return cls(root=mirror_root(str(location)))
-        return cls(root=local_path_of(location).expanduser().resolve())
+        """The artifacts at `location`: a directory or an object store URL (`Storage.at`)."""
+        return cls(root=Storage.at(location).root)
+
+    @property
+    def storage(self) -> Storage:
+        return Storage.of_root(self.root)
 
     @property
     def location(self) -> str:
         """The root as a user names it: the store URL, or the directory."""
-        return location(self.root)
+        return self.storage.location(self.root)
 
     @property
     def runs_dir(self) -> Path:

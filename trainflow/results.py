@@ -55,7 +55,7 @@ class TrainingResult(BaseModel):
     resumed_from_step: int | None
     stopped_early: bool
     best_epoch: int
-    best_checkpoint: Path
+    best_checkpoint: str  # its key in the artifacts' storage: the same on every machine
     best_checkpoint_sha256: str | None
     optimizer_iterations: int
     history: dict[str, list[float]]
@@ -73,6 +73,11 @@ class TrainingResult(BaseModel):
             data = dict(data)
             data["recipe"] = {"model": data.pop("model_kind")}
             data.setdefault("class_names", [str(label) for label in range(data["num_classes"])])
+        if isinstance(data, dict) and str(data.get("best_checkpoint", "")).startswith("/"):
+            # Written when results named files by their local path: the key is the part from
+            # the run directory on, e.g. `runs/<name>/checkpoints/best/save_model_03.weights.h5`.
+            _, _, tail = str(data["best_checkpoint"]).rpartition("/runs/")
+            data = {**data, "best_checkpoint": f"runs/{tail}"}
         return data
 
     @property

@@ -56,3 +56,6 @@ class ResumeState(BaseModel):
     best_epoch: int | None = None
     stopped_early: bool = False
     resumes: list[ResumePoint] = []
+    # In a store, the generation of the run's lease its writer held: a later reader can tell the
+    # checkpoints of each owner of the run apart (None on a local disk).
+    lock_generation: int | None = None

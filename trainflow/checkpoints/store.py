@@ -20,8 +20,8 @@ from trainflow.checkpoints.state import (
     CHECKPOINT_FORMAT_VERSION,
     ResumeState,
 )
+from trainflow.paths import RunPaths
 from trainflow.storage.digests import sha256_of_files
-from trainflow.storage.mirror import fetch, move
 
 logger = logging.getLogger("trainflow.checkpoints")
 
@@ -34,14 +34,14 @@ def checkpoint_files(resume_dir: Path, global_step: int) -> tuple[Path, Path]:
     return resume_dir / f"{stem}.weights.h5", resume_dir / f"{stem}.json"
 
 
-def load_latest_checkpoint(resume_dir: Path, quarantine_dir: Path) -> ResumeState | None:
+def load_latest_checkpoint(paths: RunPaths) -> ResumeState | None:
     """The newest valid checkpoint's state, after moving every invalid file aside.
 
     Invalid: a manifest that does not parse, weights missing or not matching the manifest's sha256,
     weights without a manifest, and temporaries of an interrupted write. An I/O error while reading
     is raised (and the task retried); nothing is moved then.
     """
-    fetch(resume_dir)  # in a store: as it is there (weights are written there, not locally)
+    resume_dir = paths.storage.local_copy(paths.resume_dir)  # in a store: as it is there now
     if not resume_dir.is_dir():
         return None
     valid: list[tuple[ResumeState, Path]] = []
@@ -52,7 +52,7 @@ def load_latest_checkpoint(resume_dir: Path, quarantine_dir: Path) -> ResumeStat
     kept = {name for state, path in valid for name in (path.name, state.weights_file)}
     invalid = sorted(path for path in resume_dir.iterdir() if path.name not in kept)
     if invalid:
-        quarantine(invalid, quarantine_dir)
+        quarantine(paths, invalid)
     if not valid:
         if invalid:
             logger.warning("No valid checkpoint left in %s: starting from epoch 0", resume_dir)
@@ -60,17 +60,19 @@ def load_latest_checkpoint(resume_dir: Path, quarantine_dir: Path) -> ResumeStat
     return valid[0][0]
 
 
-def quarantine(paths: list[Path], quarantine_dir: Path) -> None:
-    """Move `paths` into `quarantine_dir` for inspection (never delete them), with a warning."""
+def quarantine(paths: RunPaths, files: list[Path]) -> None:
+    """Move `files` into the run's quarantine directory for inspection (never delete them), with
+    a warning."""
+    quarantine_dir = paths.quarantine_dir
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     moved = []
-    for path in paths:
+    for path in files:
         target = quarantine_dir / path.name
         suffix = 1
         while target.exists():
             target = quarantine_dir / f"{path.name}.{suffix}"
             suffix += 1
-        move(path, target)
+        paths.storage.move(path, target)
         moved.append(path.name)
     logger.warning(
         "Set aside invalid checkpoint files (truncated, garbled, or without manifest) in %s: %s",
@@ -99,10 +101,10 @@ def _valid_state(resume_dir: Path, state_path: Path) -> ResumeState | None:
     return state if sha256_of_files([weights_path]) == state.weights_sha256 else None
 
 
-def committed_steps(resume_dir: Path) -> list[int]:
-    """Global steps of the checkpoints whose manifest is in place, newest first (not verified);
-    in a store, as the store holds them now (another process may have written them)."""
-    fetch(resume_dir)
+def committed_steps(paths: RunPaths) -> list[int]:
+    """Global steps of the run's checkpoints whose manifest is in place, newest first (not
+    verified); in a store, as the store holds them now (another process may have written them)."""
+    resume_dir = paths.storage.local_copy(paths.resume_dir)
     return [step_of(path) for path in state_files(resume_dir)] if resume_dir.is_dir() else []
 
 

@@ -14,33 +14,31 @@ from trainflow.checkpoints.state import (
     ResumeState,
 )
 from trainflow.checkpoints.store import checkpoint_files, state_files, step_of
-from trainflow.storage.atomic import write_bytes, write_json
+from trainflow.paths import RunPaths
 from trainflow.storage.digests import sha256_of_bytes, sha256_of_files
-from trainflow.storage.fencing import check_write
-from trainflow.storage.mirror import location, publish, remove
 
 logger = logging.getLogger("trainflow.train")
 
 
-def write_checkpoint(
-    weights: bytes, resume_dir: Path, state: ResumeState, keep: int
-) -> ResumeState:
-    """Commit `weights` (a `.weights.h5` file's bytes) and `state` as the checkpoint of
+def write_checkpoint(weights: bytes, paths: RunPaths, state: ResumeState, keep: int) -> ResumeState:
+    """Commit `weights` (a `.weights.h5` file's bytes) and `state` as the run's checkpoint of
     `state.global_step`, then remove all but the newest `keep` checkpoints. Returns the state as
-    committed (with the weights' hash)."""
+    committed (with the weights' hash and, in a store, the generation of the run's lease)."""
+    storage, resume_dir = paths.storage, paths.resume_dir
     weights_path, state_path = checkpoint_files(resume_dir, state.global_step)
-    write_bytes(weights_path, weights)  # into a store: from memory, without a scratch copy
+    storage.write_bytes(weights_path, weights)  # into a store: from memory, no scratch copy
     state = state.model_copy(
         update={
             "weights_file": weights_path.name,
             "weights_sha256": sha256_of_bytes(weights_path.name, weights),
+            "lock_generation": storage.owner_generation(state_path),
         }
     )
-    write_json(state_path, state.model_dump())
+    storage.write_json(state_path, state.model_dump())
     for old_state_path in state_files(resume_dir)[keep:]:
         old_weights_path, _ = checkpoint_files(resume_dir, step_of(old_state_path))
-        remove(old_state_path)  # uncommit first: a crash in between leaves an orphan, not a fake
-        remove(old_weights_path)
+        storage.remove(old_state_path)  # uncommit first: a crash in between leaves an orphan
+        storage.remove(old_weights_path)
     return state
 
 
@@ -58,12 +56,12 @@ class CheckpointWriter:
     not exist, so a crash meanwhile resumes from the one before, as with a synchronous write.
     """
 
-    def __init__(self, model: keras.Model, shadow: keras.Model, resume_dir: Path, keep: int):
+    def __init__(self, model: keras.Model, shadow: keras.Model, paths: RunPaths, keep: int):
         self.sources = checkpoint_variables(model)
         if [v.shape for v in self.sources] != [v.shape for v in checkpoint_variables(shadow)]:
             raise ValueError("the shadow model's variables do not match the model's")
         self.layout = WeightsFileLayout(shadow)
-        self.resume_dir = resume_dir
+        self.paths = paths
         self.keep = keep
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainflow-checkpoint")
         self.pending: Future | None = None
@@ -74,7 +72,7 @@ class CheckpointWriter:
     def commit(self, state: ResumeState) -> None:
         """Start committing the model as it is now, with `state` (not when this process lost the
         run's lock: the training thread stops here)."""
-        check_write(location(self.resume_dir))
+        self.paths.storage.check_owner(self.paths.resume_dir)
         if self.pending is not None and not self.pending.done() and not self.waited:
             self.waited = True
             logger.info(
@@ -103,8 +101,8 @@ class CheckpointWriter:
         if state.best_checkpoint is not None and state.best_checkpoint_sha256 is None:
             if self.best is None or self.best[0] != state.best_checkpoint:
                 best = Path(state.best_checkpoint)
-                publish(best)  # into the store, if any, before a manifest names it
+                self.paths.storage.commit(best)  # into the store, before a manifest names it
                 self.best = (state.best_checkpoint, sha256_of_files([best]))
             state = state.model_copy(update={"best_checkpoint_sha256": self.best[1]})
         weights = self.layout.content(values)
-        self.committed = write_checkpoint(weights, self.resume_dir, state, self.keep)
+        self.committed = write_checkpoint(weights, self.paths, state, self.keep)

@@ -16,9 +16,7 @@ from trainflow.data.prepared import write_split
 from trainflow.data.splitting import class_counts
 from trainflow.paths import PREPARED_SPLITS, DataPaths
 from trainflow.results import PreparedData
-from trainflow.storage.atomic import atomic_path, write_json
 from trainflow.storage.digests import sha256_of_files
-from trainflow.storage.mirror import fetch
 
 logger = logging.getLogger("trainflow.prepare_data")
 
@@ -45,7 +43,7 @@ def verified_prepared_data(paths: DataPaths) -> PreparedData | None:
     recorded sha256; None when there is none, or it is damaged (with a warning). Only checks:
     damaged data is replaced by the next preparation, never deleted here. An error reading a file
     is raised, not taken for damage."""
-    fetch(paths.root)  # prepared data in an object store: prepared by any machine
+    paths.storage.local_copy(paths.root)  # in an object store: prepared by any machine
     try:
         prepared = prepared_from_manifest(paths, reused=True)
         recorded = json.loads(paths.manifest.read_bytes())["splits"]
@@ -96,12 +94,12 @@ def write_prepared_data(
     """Write the split arrays as Parquet under `paths`, with the manifest that describes and
     verifies them, all at once: the directory appears complete or not at all (and replaces a
     damaged one)."""
-    with atomic_path(paths.root) as staging:
+    with paths.storage.writing(paths.root) as staging:
         staging.mkdir()
         staged = DataPaths(root=staging)
         for name in PREPARED_SPLITS:
             write_split(staged.split(name), *splits[name])
-        write_json(
+        paths.storage.write_json(
             staged.manifest,
             {
                 "format_version": PREPARED_FORMAT_VERSION,

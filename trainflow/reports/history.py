@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 
-from trainflow.storage.atomic import write_parquet
 
-
-def write_history(path: Path, history: dict[str, list[float]], resumed_epochs: list[int]) -> None:
+def history_table(history: dict[str, list[float]], resumed_epochs: list[int]) -> pa.Table:
     """One row an epoch: its metrics, and whether training resumed during (or at the start of) it."""
     epochs = list(range(1, len(history.get("loss", [])) + 1))
-    write_parquet(
-        pa.table(
-            {
-                "epoch": epochs,
-                **{name: values for name, values in sorted(history.items())},
-                "resumed": [epoch in resumed_epochs for epoch in epochs],
-            }
-        ),
-        path,
+    return pa.table(
+        {
+            "epoch": epochs,
+            **{name: values for name, values in sorted(history.items())},
+            "resumed": [epoch in resumed_epochs for epoch in epochs],
+        }
     )

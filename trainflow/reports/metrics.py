@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel
-
-from trainflow.storage.atomic import write_parquet
 
 
 class ClassMetrics(BaseModel):
@@ -69,33 +65,28 @@ def classification_report(
     )
 
 
-def write_report_tables(report: ClassificationReport, per_class: Path, confusion: Path) -> None:
+def report_tables(report: ClassificationReport) -> tuple[pa.Table, pa.Table]:
     """Per-class metrics (one row a class) and the confusion matrix (one row a true/predicted pair)."""
-    write_parquet(pa.Table.from_pylist([item.model_dump() for item in report.per_class]), per_class)
+    per_class = pa.Table.from_pylist([item.model_dump() for item in report.per_class])
     matrix = np.asarray(report.confusion_matrix)
     true_labels, predicted_labels = np.indices(matrix.shape)
-    write_parquet(
-        pa.table(
-            {
-                "true_label": true_labels.ravel(),
-                "predicted_label": predicted_labels.ravel(),
-                "count": matrix.ravel(),
-            }
-        ),
-        confusion,
+    confusion = pa.table(
+        {
+            "true_label": true_labels.ravel(),
+            "predicted_label": predicted_labels.ravel(),
+            "count": matrix.ravel(),
+        }
     )
+    return per_class, confusion
 
 
-def write_predictions(path: Path, labels: np.ndarray, probabilities: np.ndarray) -> None:
+def predictions_table(labels: np.ndarray, probabilities: np.ndarray) -> pa.Table:
     """Per-example predictions for error analysis: index, label, predicted class, confidence."""
-    write_parquet(
-        pa.table(
-            {
-                "index": np.arange(len(labels), dtype=np.int64),
-                "label": labels.astype(np.int64),
-                "predicted": probabilities.argmax(axis=1).astype(np.int64),
-                "confidence": probabilities.max(axis=1).astype(np.float32),
-            }
-        ),
-        path,
+    return pa.table(
+        {
+            "index": np.arange(len(labels), dtype=np.int64),
+            "label": labels.astype(np.int64),
+            "predicted": probabilities.argmax(axis=1).astype(np.int64),
+            "confidence": probabilities.max(axis=1).astype(np.float32),
+        }
     )

@@ -3,16 +3,14 @@ and the most confident mistakes."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import matplotlib
 
-matplotlib.use("Agg")  # no display: files only
+matplotlib.use("Agg")  # no display: pictures as PNG bytes only
 
 import matplotlib.pyplot as plt
 import numpy as np
-
-from trainflow.storage.atomic import atomic_path
 
 DPI = 120
 MAX_FIGURE_INCHES = 20
@@ -21,10 +19,8 @@ MAX_ANNOTATED_CLASSES = 20
 MAX_LABELLED_CLASSES = 60
 
 
-def learning_curves(
-    history: dict[str, list[float]], resumed_epochs: list[float], path: Path
-) -> None:
-    """Train and validation loss and the model's first metric (its accuracy) per epoch; a dashed
+def learning_curves(history: dict[str, list[float]], resumed_epochs: list[float]) -> bytes:
+    """As a PNG: train and validation loss and the model's first metric (its accuracy) per epoch; a dashed
     line where training resumed (at the fraction of the epoch it had reached)."""
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     # The model's own first metric: `accuracy`, or whatever its builder named it (`acc`, ...).
@@ -49,11 +45,11 @@ def learning_curves(
         axis.grid(alpha=0.3)
         axis.legend()
     figure.suptitle("Learning curves")
-    _save(figure, path)
+    return _png(figure)
 
 
-def confusion_heatmap(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
-    """The confusion matrix as a heatmap, with the class names, and the count in every cell while
+def confusion_heatmap(matrix: list[list[int]], class_names: list[str]) -> bytes:
+    """As a PNG: the confusion matrix as a heatmap, with the class names, and the count in every cell while
     the cells are large enough to read."""
     counts = np.asarray(matrix)
     classes = np.arange(len(counts))
@@ -81,7 +77,7 @@ def confusion_heatmap(matrix: list[list[int]], class_names: list[str], path: Pat
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
     axis.set_title("Confusion matrix (test set)")
-    _save(figure, path)
+    return _png(figure)
 
 
 def confident_mistakes(
@@ -90,10 +86,9 @@ def confident_mistakes(
     predicted: np.ndarray,
     confidence: np.ndarray,
     class_names: list[str],
-    path: Path,
     count: int = 16,
-) -> None:
-    """A grid of the misclassified test images the model was most sure about (in colour for
+) -> bytes:
+    """As a PNG: a grid of the misclassified test images the model was most sure about (in colour for
     colour images)."""
     wrong = np.flatnonzero(predicted != labels)
     chosen = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
@@ -115,15 +110,16 @@ def confident_mistakes(
         )
     title = "Most confident mistakes" if len(chosen) else "No mistakes on the test set"
     figure.suptitle(title)
-    _save(figure, path)
+    return _png(figure)
 
 
 def _long(names: list[str]) -> bool:
     return max(map(len, names), default=0) > 3
 
 
-def _save(figure: plt.Figure, path: Path) -> None:
+def _png(figure: plt.Figure) -> bytes:
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=DPI, format="png")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=DPI, format="png")
     plt.close(figure)
+    return buffer.getvalue()

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -15,8 +16,6 @@ from trainflow.contract import PixelRange
 from trainflow.errors import RunStateError
 from trainflow.paths import RECORD_FILE, ArtifactPaths, RunPaths
 from trainflow.runs.lock import holds_lock, lock_run, unlock_run
-from trainflow.storage.atomic import write_json
-from trainflow.storage.mirror import fetch, remove
 
 logger = logging.getLogger("trainflow.runs")
 
@@ -40,6 +39,9 @@ class RunRecord(BaseModel):
     test_accuracy: float | None = None
     pixels: PixelRange | None = None  # the pixel range the model was fed, once it is known
     error: str | None = None
+    # The generation of the lease its latest writer held on the run (in a store; None locally):
+    # a record, like a checkpoint manifest, says which owner of the run wrote it.
+    lock_generation: int | None = None
 
 
 def default_run_name(flow_run_name: str, flow_run_id: str) -> str:
@@ -57,8 +59,12 @@ def read_record(paths: RunPaths) -> RunRecord | None:
     A record that does not parse raises `RunStateError` naming the file; an error reading it is
     raised as it is (a passing fault, retried): neither may pass for a run without a record.
     """
+    return _parsed_record(paths, paths.storage.local_copy(paths.record))
+
+
+def _parsed_record(paths: RunPaths, local: Path) -> RunRecord | None:
     try:
-        content = paths.record.read_bytes()
+        content = local.read_bytes()
     except FileNotFoundError:
         return None
     try:
@@ -72,7 +78,9 @@ def read_record(paths: RunPaths) -> RunRecord | None:
 
 def write_record(paths: RunPaths, record: RunRecord) -> None:
     """Replace the run's record atomically."""
-    write_json(paths.record, record.model_copy(update={"updated_at": _now()}).model_dump())
+    generation = paths.storage.owner_generation(paths.record)
+    record = record.model_copy(update={"updated_at": _now(), "lock_generation": generation})
+    paths.storage.write_json(paths.record, record.model_dump())
 
 
 def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPaths:
@@ -82,15 +90,15 @@ def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPa
     opening it again (a retry of that flow run must resume, not start over a second time).
     """
     paths = ArtifactPaths.at(config.artifacts).run(run_name)
-    lock_run(paths.lock, run_name, paths.run_dir)  # before anything of the run is touched
-    fetch(paths.run_dir)  # a run in an object store: what other machines left of it
+    lock_run(paths)  # before anything of the run is touched
+    paths.storage.refresh(paths.run_dir)  # a run in an object store: what other machines left
     previous = read_record(paths)
     if (
         config.fresh
         and paths.run_dir.exists()
         and (previous is None or previous.flow_run_id != flow_run_id)
     ):
-        remove(paths.run_dir)
+        paths.storage.remove(paths.run_dir)
         previous = None
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     logger.info(
@@ -124,14 +132,14 @@ def close_run(paths: RunPaths, **results: Any) -> None:
         write_record(
             paths, record.model_copy(update={"status": "completed", "error": None, **results})
         )
-    unlock_run(paths.lock)
+    unlock_run(paths)
 
 
 def fail_run(paths: RunPaths, error: str) -> None:
     """Mark the run failed with a one-line reason and release its lock; nothing but releasing it
     when this process does not hold the lock (another process runs the run, or took it over)."""
-    if not holds_lock(paths.lock):
-        unlock_run(paths.lock)
+    if not holds_lock(paths):
+        unlock_run(paths)
         return
     try:
         record = read_record(paths)
@@ -140,18 +148,19 @@ def fail_run(paths: RunPaths, error: str) -> None:
     except RunStateError:
         pass  # a damaged record is what the run failed on: its error says so already
     finally:
-        unlock_run(paths.lock)
+        unlock_run(paths)
 
 
 def list_runs(artifacts: ArtifactPaths) -> list[RunRecord]:
     """All runs under `artifacts`, oldest first; a running run whose process is gone is interrupted."""
-    fetch(artifacts.runs_dir, only=RECORD_FILE)  # from a store: the records, not the runs
+    artifacts.storage.refresh(artifacts.runs_dir, only=RECORD_FILE)  # the records, not the runs
     if not artifacts.runs_dir.is_dir():
         return []
     records = []
     for run_dir in sorted(artifacts.runs_dir.iterdir()):
         try:
-            record = read_record(RunPaths(run_dir=run_dir))
+            run = RunPaths(run_dir=run_dir)
+            record = _parsed_record(run, run.record)  # refreshed above, with every other record
         except RunStateError as error:
             record = _damaged_record(run_dir.name, str(error))
         if record is not None:

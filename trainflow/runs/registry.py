@@ -3,13 +3,13 @@
 `versions.json` lists every version (run, metrics, data fingerprint, parameters, code version,
 decision); `champion.json` points at the champion's run and remembers the earlier champions for
 `rollback`. Both are replaced atomically, and every change holds `registry.lock`, so concurrent
-promotions are serialised: an flock under a local root, a lease in the store under a root in an
-object store (see runs/lock.py), so that promotions from several machines are serialised too.
+promotions are serialised: the storage's lock (`Storage.lock`), an flock under a local root and a
+fenced lease in the store under a root in an object store, so that promotions from several
+machines are serialised too.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import subprocess
 from collections.abc import Iterator
@@ -24,10 +24,6 @@ import trainflow
 from trainflow.errors import UserInputError
 from trainflow.paths import ArtifactPaths
 from trainflow.results import Location
-from trainflow.storage.atomic import write_json
-from trainflow.storage.holders import this_holder
-from trainflow.storage.leases import Lease
-from trainflow.storage.mirror import fetch, store_of
 
 
 class ModelVersion(BaseModel):
@@ -75,6 +71,7 @@ class Registry:
     """Read and change the registry of one artifacts root."""
 
     def __init__(self, artifacts: ArtifactPaths) -> None:
+        self.storage = artifacts.storage
         self.root = artifacts.root / "registry"
         self.versions_file = self.root / "versions.json"
         self.champion_file = self.root / "champion.json"
@@ -84,27 +81,14 @@ class Registry:
     def locked(self) -> Iterator[None]:
         """Hold the registry's lock (blocking until other writers are done), with the registry
         as the last writer left it."""
-        lock = self.root / "registry.lock"
-        remote = store_of(lock)
-        if remote is not None:
-            store, key = remote
-            lease = Lease(store.url, key, this_holder(), scope=store_of(self.root)[1])
-            lease.acquire(wait=True)
-            try:
-                self.refresh()
-                yield
-            finally:
-                lease.release()
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        with lock.open("w") as descriptor:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        with self.storage.locked(self.root / "registry.lock", guarding=self.root):
+            self.refresh()
             yield
 
     def refresh(self) -> None:
         """Read the registry again from the object store, if it is in one."""
         for path in (self.versions_file, self.champion_file):
-            fetch(path)
+            self.storage.local_copy(path)
 
     def versions(self) -> list[ModelVersion]:
         if not self.versions_file.is_file():
@@ -135,7 +119,7 @@ class Registry:
     def register(self, version: ModelVersion) -> None:
         """Append `version`; make it the champion when its decision is `promoted`. Call locked."""
         versions = [item.model_dump(mode="json") for item in self.versions()]
-        write_json(self.versions_file, [*versions, version.model_dump(mode="json")])
+        self.storage.write_json(self.versions_file, [*versions, version.model_dump(mode="json")])
         if version.decision == "promoted":
             self._point_at(version.run_name)
 
@@ -156,7 +140,7 @@ class Registry:
             pointer = Champion(
                 run_name=champion.previous[-1], previous=champion.previous[:-1], changed_at=now()
             )
-            write_json(self.champion_file, pointer.model_dump())
+            self.storage.write_json(self.champion_file, pointer.model_dump())
             return pointer
 
     def _point_at(self, run_name: str) -> Champion:
@@ -165,7 +149,7 @@ class Registry:
         if current is not None and current.run_name == run_name:
             previous = current.previous
         pointer = Champion(run_name=run_name, previous=previous, changed_at=now())
-        write_json(self.champion_file, pointer.model_dump())
+        self.storage.write_json(self.champion_file, pointer.model_dump())
         return pointer
 
 

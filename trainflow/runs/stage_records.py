@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from trainflow.paths import RunPaths
-from trainflow.storage.atomic import write_json
-from trainflow.storage.mirror import remove
 
 logger = logging.getLogger("trainflow.stages")
 
@@ -40,7 +38,7 @@ def run_stage_once(
 ) -> None:
     """Run `work`, which writes `outputs`, unless `stage` already finished for `inputs` (JSON
     values) and its outputs are still there; then record that it finished."""
-    key = input_key(paths.run_dir.parent.parent, *inputs)
+    key = input_key(paths.storage.root, *inputs)
     if stage_is_done(paths, stage, key, outputs):
         logger.info(
             "Skipping %s: already done for this training result (%s)",
@@ -49,7 +47,7 @@ def run_stage_once(
         )
         return
     work()
-    write_json(paths.stage_record(stage), {"stage": stage, "input_key": key})
+    paths.storage.write_json(paths.stage_record(stage), {"stage": stage, "input_key": key})
 
 
 def stage_is_done(paths: RunPaths, stage: str, key: str, outputs: Sequence[Path]) -> bool:
@@ -58,11 +56,11 @@ def stage_is_done(paths: RunPaths, stage: str, key: str, outputs: Sequence[Path]
     A record that does not parse counts as not finished (the stage runs again and rewrites it); an
     error reading it is raised, so that a passing I/O fault is retried rather than redoing work.
     """
-    record = paths.stage_record(stage)
-    if not record.is_file() or not all(output.exists() for output in outputs):
+    if not all(output.exists() for output in outputs):  # the run's files came at `open_run`
         return False
     try:
-        recorded = json.loads(record.read_text())
+        content = paths.storage.read_text(paths.stage_record(stage))
+        recorded = json.loads(content) if content is not None else None
     except (ValueError, UnicodeDecodeError):
         return False
     return isinstance(recorded, dict) and recorded.get("input_key") == key
@@ -70,4 +68,4 @@ def stage_is_done(paths: RunPaths, stage: str, key: str, outputs: Sequence[Path]
 
 def forget_stage(paths: RunPaths, stage: str) -> None:
     """Drop the record that `stage` finished, so that it runs again (re-evaluation)."""
-    remove(paths.stage_record(stage))
+    paths.storage.remove(paths.stage_record(stage))

@@ -16,6 +16,7 @@ class Guard(Protocol):
     """A lease as the fence sees it (`leases.Lease`)."""
 
     scope_url: str
+    generation: int
 
     def check(self) -> None:
         """Raise `OwnershipLostError` unless a write starting now lands while the lease holds."""
@@ -40,5 +41,17 @@ def unguard(lease: Guard) -> None:
 def check_write(url: str) -> None:
     """Raise `OwnershipLostError` if a lease guarding the object at `url` is no longer valid."""
     for lease in tuple(_guards):
-        if url == lease.scope_url or url.startswith(lease.scope_url.rstrip("/") + "/"):
+        if _covers(lease.scope_url, url):
             lease.check()
+
+
+def generation_of(url: str) -> int | None:
+    """The generation of the lease of this process guarding the object at `url`, if any."""
+    for lease in tuple(_guards):
+        if _covers(lease.scope_url, url):
+            return lease.generation
+    return None
+
+
+def _covers(scope_url: str, url: str) -> bool:
+    return url == scope_url or url.startswith(scope_url.rstrip("/") + "/")

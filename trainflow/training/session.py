@@ -64,7 +64,7 @@ def fit_from(
     # Resume checkpoints are written in a background thread, in the file layout that a throwaway
     # model of the same architecture shows.
     layout_model = build_model(config.recipe, data.image_shape, data.num_classes)
-    writer = CheckpointWriter(model, layout_model, paths.resume_dir, config.keep_checkpoints)
+    writer = CheckpointWriter(model, layout_model, paths, config.keep_checkpoints)
     try:
         while state.epochs_done < config.epochs and not state.stopped_early:
             # A part-way epoch is a `fit` of its own: Keras's epochs all have the same step count.
@@ -164,7 +164,7 @@ def _callbacks(
         StopOnNonFiniteLoss(),  # first: a diverged batch must not be checkpointed
         *checkpoint_callbacks(paths, state, writer, config.patience, config.checkpoint_every),
         EpochLogger(config.epochs),
-        EpochSummaries(paths.tensorboard_dir),
+        EpochSummaries(paths.storage, paths.tensorboard_dir),
         *extra_callbacks,
     ]
     if state.resumes and state.resumes[-1].global_step == state.global_step:
@@ -175,7 +175,7 @@ def _callbacks(
         callbacks.append(FailAfterEpoch(config.fail_at_epoch))
     if config.kill_at_step is not None:
         marker = paths.kill_marker(config.kill_at_step)
-        callbacks.append(KillAtStep(config.kill_at_step, marker, writer))
+        callbacks.append(KillAtStep(config.kill_at_step, paths.storage, marker, writer))
     return callbacks
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 
 from trainflow.checkpoints.writer import CheckpointWriter
-from trainflow.storage.atomic import write_json
+from trainflow.storage.artifacts import Storage
 
 logger = logging.getLogger("trainflow.train")
 
@@ -49,9 +49,10 @@ class KillAtStep(keras.callbacks.Callback):
     in the middle of a background checkpoint write, whose files the rerun then sets aside. (Kills
     at any moment of a run are the crash harness's: tests/test_crash_anywhere.py.)"""
 
-    def __init__(self, step: int, marker: Path, writer: CheckpointWriter) -> None:
+    def __init__(self, step: int, storage: Storage, marker: Path, writer: CheckpointWriter) -> None:
         super().__init__()
         self.step = step
+        self.storage = storage
         self.marker = marker
         self.writer = writer
         self.flush = KILL_WITHOUT_FLUSH not in os.environ
@@ -61,7 +62,7 @@ class KillAtStep(keras.callbacks.Callback):
         if int(self.model.optimizer.iterations.numpy()) == self.step and not self.marker.exists():
             if self.flush:
                 self.writer.flush()
-            write_json(self.marker, {"killed_at_step": self.step, "pid": os.getpid()})
+            self.storage.write_json(self.marker, {"killed_at_step": self.step, "pid": os.getpid()})
             how = "" if self.flush else f", {KILL_WITHOUT_FLUSH}: checkpoint writes not waited for"
             logger.warning(
                 "Killing the training process at step %d (--kill-at-step%s)", self.step, how

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from trainflow.errors import NonFiniteLossError
-from trainflow.storage.mirror import is_mirrored, publish
+from trainflow.storage.artifacts import Storage
 
 logger = logging.getLogger("trainflow.train")
 
@@ -85,8 +85,9 @@ class EpochSummaries(keras.callbacks.Callback):
     install: `tensorboard --logdir s3://…` needs that plugin, or a local copy.
     """
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, storage: Storage, log_dir: Path) -> None:
         super().__init__()
+        self.storage = storage
         self.log_dir = log_dir
         self.writers: dict[str, tf.summary.SummaryWriter] = {}
         self.uploader: ThreadPoolExecutor | None = None
@@ -97,7 +98,7 @@ class EpochSummaries(keras.callbacks.Callback):
             part: tf.summary.create_file_writer(str(self.log_dir / part))
             for part in ("train", "validation")
         }
-        if is_mirrored(self.log_dir):
+        if self.storage.is_remote:
             self.uploader = ThreadPoolExecutor(1, thread_name_prefix="trainflow-tensorboard")
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
@@ -109,7 +110,7 @@ class EpochSummaries(keras.callbacks.Callback):
         if self.uploader is not None:
             for writer in self.writers.values():
                 writer.flush()
-            self.upload = self.uploader.submit(publish, self.log_dir)
+            self.upload = self.uploader.submit(self.storage.commit, self.log_dir)
 
     def on_train_end(self, logs=None) -> None:
         self._wait_for_upload()
@@ -118,7 +119,7 @@ class EpochSummaries(keras.callbacks.Callback):
         if self.uploader is not None:
             self.uploader.shutdown()
             self.uploader = None
-        publish(self.log_dir)
+        self.storage.commit(self.log_dir)
 
     def _wait_for_upload(self) -> None:
         upload, self.upload = self.upload, None

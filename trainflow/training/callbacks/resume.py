@@ -3,8 +3,6 @@ resume checkpoints committed at epoch ends and every N steps."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 
 from trainflow.checkpoints.model_state import (
