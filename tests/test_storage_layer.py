@@ -1,5 +1,6 @@
-"""The storage layer on a real S3-compatible server, without Prefect: URLs stay URLs, committed
-files reach the store, checkpoints commit manifest last and retention deletes only older ones, a
+"""The storage layer on a real S3-compatible server, without Prefect, through its one interface
+(`Storage`, as `paths.storage`): the same calls on a local directory and on a store, URLs stay
+URLs, committed files reach the store, checkpoints commit manifest last and retention deletes only older ones, a
 damaged checkpoint in the store is set aside there, and faults are sorted from damage."""
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from trainflow.checkpoints.writer import write_checkpoint
 from trainflow.config import RunConfig
 from trainflow.errors import StoreError
 from trainflow.paths import ArtifactPaths
-from trainflow.storage.atomic import atomic_path, write_json
 from trainflow.storage.faults import is_transient
-from trainflow.storage.mirror import fetch, location
 from trainflow.storage.stores import ObjectStore
 
 
@@ -50,12 +49,48 @@ def test_committed_files_reach_the_store_and_come_back(
     in_store: ArtifactPaths, s3_store: S3Server, bucket: str
 ):
     paths = in_store.run("r")
-    write_json(paths.record, {"status": "running"})
+    paths.storage.write_json(paths.record, {"status": "running"})
     assert s3_store.keys(bucket, "team/runs/r/") == ["team/runs/r/run.json"]
     shutil.rmtree(paths.run_dir)  # nothing local, as on another machine
-    fetch(paths.run_dir)
-    assert paths.record.read_text().strip().startswith("{")
-    assert location(paths.record) == f"s3://{bucket}/team/runs/r/run.json"
+    assert json.loads(paths.storage.read_text(paths.record)) == {"status": "running"}
+    assert paths.storage.location(paths.record) == f"s3://{bucket}/team/runs/r/run.json"
+    assert paths.storage.key(paths.record) == "runs/r/run.json"
+
+
+@pytest.mark.parametrize("where", ["directory", "store"])
+def test_the_same_calls_work_on_a_directory_and_on_a_store(
+    where, in_store: ArtifactPaths, s3_store: S3Server, bucket: str, tmp_path
+):
+    artifacts = in_store if where == "store" else ArtifactPaths.at(tmp_path / "artifacts")
+    storage, paths = artifacts.storage, artifacts.run("same")
+    assert storage.is_remote == (where == "store")
+    with storage.writing(paths.saved_model) as temporary:
+        (temporary / "variables").mkdir(parents=True)
+        (temporary / "variables" / "variables.index").write_bytes(b"index")
+        (temporary / "saved_model.pb").write_bytes(b"graph")
+    storage.write_bytes(paths.learning_curves_image, b"png")
+    storage.write_json(paths.record, {"status": "running"})
+    storage.move(paths.record, paths.run_dir / "moved.json")
+    storage.remove(paths.learning_curves_image)
+    if where == "store":  # another machine sees the same, from the store alone
+        shutil.rmtree(paths.run_dir)
+        storage.refresh(paths.run_dir)
+        assert s3_store.keys(bucket, "team/runs/same/model/saved_model/") == [
+            "team/runs/same/model/saved_model/.committed.json",
+            "team/runs/same/model/saved_model/saved_model.pb",
+            "team/runs/same/model/saved_model/variables/variables.index",
+        ]
+    files = sorted(p.relative_to(paths.run_dir).as_posix() for p in paths.run_dir.rglob("*.*"))
+    assert files == [
+        "model/saved_model/saved_model.pb",
+        "model/saved_model/variables/variables.index",
+        "moved.json",
+    ]
+    assert json.loads(storage.read_text(paths.run_dir / "moved.json")) == {"status": "running"}
+    assert storage.read_text(paths.record) is None
+    expected = f"s3://{bucket}/team/runs/same" if where == "store" else str(paths.run_dir)
+    assert storage.location(paths.run_dir) == expected
+    assert storage.key(paths.saved_model) == "runs/same/model/saved_model"
 
 
 def test_retention_deletes_only_checkpoints_older_than_a_newer_commit(
@@ -126,7 +161,7 @@ def test_a_directory_is_read_only_as_its_commit_marker_lists_it(
 ):
     paths = in_store.run("d")
     model = paths.saved_model
-    with atomic_path(model) as temporary:
+    with paths.storage.writing(model) as temporary:
         (temporary / "variables").mkdir(parents=True)
         (temporary / "saved_model.pb").write_bytes(b"version 1")
         (temporary / "variables" / "variables.index").write_bytes(b"index 1")
@@ -147,7 +182,7 @@ def test_a_directory_is_read_only_as_its_commit_marker_lists_it(
     client.put_object(Bucket=bucket, Key=f"{prefix}/.committed.json", Body=b'{"state": "writing"}')
     client.put_object(Bucket=bucket, Key=f"{prefix}/saved_model.pb", Body=b"version 2")
     shutil.rmtree(model)  # this machine has nothing of it
-    fetch(paths.run_dir)
+    paths.storage.refresh(paths.run_dir)
     assert not model.exists()  # not a part of a directory, not a mix of two versions
 
     # Committed, listing one file: a key it does not list (left by the older version) is not read.
@@ -156,7 +191,7 @@ def test_a_directory_is_read_only_as_its_commit_marker_lists_it(
         Key=f"{prefix}/.committed.json",
         Body=json.dumps({"state": "committed", "files": ["saved_model.pb"]}).encode(),
     )
-    fetch(paths.run_dir)
+    paths.storage.refresh(paths.run_dir)
     assert (model / "saved_model.pb").read_bytes() == b"version 2"
     assert not (model / "variables").exists() and not (model / ".committed.json").exists()
 
@@ -172,7 +207,7 @@ def test_a_damaged_checkpoint_in_the_store_is_set_aside_there_and_the_one_before
         Bucket=bucket, Key=f"{prefix}resume/step-000000020.weights.h5", Body=b"garbled"
     )
     shutil.rmtree(paths.run_dir)  # another machine: all it knows is in the store
-    fetch(paths.run_dir)
+    paths.storage.refresh(paths.run_dir)
     state = load_latest_checkpoint(paths)
     assert state is not None and state.global_step == 10
     keys = s3_store.keys(bucket, prefix)
@@ -215,3 +250,30 @@ def test_credentials_in_the_url_are_refused_without_echoing_them():
     with pytest.raises(StoreError) as refused:
         ObjectStore("s3://key:secret@bucket/prefix")
     assert "secret" not in str(refused.value)
+
+
+def test_a_training_result_written_with_a_local_path_names_its_best_checkpoint_by_key():
+    """`training.json` of a run made before results named files by key: the path of the machine
+    that wrote it becomes the key every machine shares."""
+    from trainflow.results import TrainingResult
+
+    written = {
+        "model_kind": "mlp",
+        "image_shape": [28, 28],
+        "num_classes": 10,
+        "data_fingerprint": "f",
+        "epochs_completed": 2,
+        "resumed_from": None,
+        "resumed_from_step": None,
+        "stopped_early": False,
+        "best_epoch": 2,
+        "best_checkpoint": "/tmp/trainflow-scratch-7-x/0123/runs/r/checkpoints/best/s_02.weights.h5",
+        "best_checkpoint_sha256": "0" * 64,
+        "optimizer_iterations": 20,
+        "history": {},
+        "steps_per_epoch": 10,
+        "resumes": [],
+    }
+    result = TrainingResult.model_validate(written)
+    assert result.best_checkpoint == "runs/r/checkpoints/best/s_02.weights.h5"
+    assert result.recipe.model == "mlp" and result.class_names[0] == "0"
