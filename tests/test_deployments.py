@@ -71,10 +71,25 @@ class RunningStack:
         return self.record.api_url
 
 
-@pytest.fixture(
-    scope="module",
-    params=[pytest.param("sqlite"), pytest.param("postgres", marks=needs_postgres)],
-)
+BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=needs_postgres)]
+
+
+def in_ci_on(backend: str) -> pytest.MarkDecorator:
+    """Run the test on `backend`'s stack in CI, and on the other one too under `-m slow`: what
+    it proves does not depend on the database, and each stack costs minutes of CI."""
+    return pytest.mark.parametrize(
+        "stack",
+        [
+            pytest.param(*param.values, marks=[*param.marks, pytest.mark.slow])
+            if param.values[0] != backend
+            else param
+            for param in BACKENDS
+        ],
+        indirect=True,
+    )
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
 def stack(request, tmp_path_factory):
     """`trainflow stack up` on a free port with its own home, run from the repository root as a
     user runs it; `trainflow stack down` afterwards (which must stop PostgreSQL too).
@@ -172,6 +187,7 @@ def wait_for_log(client, flow_run_id, text: str, timeout: float = 60) -> bool:
     return False
 
 
+@in_ci_on("sqlite")
 def test_deployment_run_trains_and_writes_the_files(stack, idx_dir, artifacts):
     completed = deployment_run(stack, "trainflow/train", small_config(idx_dir, artifacts))
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -182,6 +198,7 @@ def test_deployment_run_trains_and_writes_the_files(stack, idx_dir, artifacts):
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
 
 
+@in_ci_on("sqlite")
 def test_a_deployment_run_trains_your_model_on_your_image_folder(stack, tmp_path, artifacts):
     """The worker imports the builder from the project directory, as `trainflow run` does."""
     folder = write_rgb_image_folder(tmp_path / "colours", per_class=20)
@@ -201,6 +218,7 @@ def test_a_deployment_run_trains_your_model_on_your_image_folder(stack, tmp_path
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
 
 
+@in_ci_on("postgres")
 def test_two_retraining_runs_are_registered_and_judged(stack, idx_dir, artifacts, cli_environment):
     for epochs in (2, 1):
         completed = deployment_run(
@@ -230,6 +248,7 @@ def test_two_retraining_runs_are_registered_and_judged(stack, idx_dir, artifacts
     assert "champion" in listed
 
 
+@in_ci_on("postgres")
 def test_killed_flow_run_is_crashed_then_retried_and_resumes(stack, client, idx_dir, artifacts):
     from prefect.deployments import run_deployment
 
@@ -260,6 +279,7 @@ def test_killed_flow_run_is_crashed_then_retried_and_resumes(stack, client, idx_
     assert record["resumed_from"] == 1 and record["epochs_completed"] == 3
 
 
+@in_ci_on("sqlite")
 def test_failure_demo_fails_after_its_own_epoch_2_then_the_retry_resumes(
     stack, client, idx_dir, artifacts
 ):
@@ -291,6 +311,7 @@ def test_failure_demo_fails_after_its_own_epoch_2_then_the_retry_resumes(
     )
 
 
+@in_ci_on("postgres")
 def test_a_deployment_on_a_short_interval_fires_by_itself(stack, client, idx_dir, artifacts):
     """A 5 s schedule starts a run by itself, which completes. The schedule is removed as soon as
     its first run starts (with the runs it had scheduled): on a busy machine, runs every 5 s pile

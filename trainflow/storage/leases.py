@@ -69,7 +69,7 @@ class Lease:
     """An exclusive lease on `key` in the store at `url`, guarding the writes under `scope`."""
 
     def __init__(self, url: str, key: str, holder: dict, scope: str | None = None) -> None:
-        self.store = ObjectStore(url, timeouts=ATTEMPT_TIMEOUTS, botocore_retries=0)
+        self.store = ObjectStore(url, timeouts=ATTEMPT_TIMEOUTS)
         if self.store.protocol not in ("s3", "s3a", "memory"):
             raise StoreError(
                 f"store {url}: locks across machines need conditional writes, which trainflow "

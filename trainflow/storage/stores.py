@@ -36,10 +36,10 @@ RETRY_DELAYS = (0.5, 1, 2, 4, 8, 16)
 # Before a run starts, a store that does not answer is more likely misconfigured than restarting:
 # the user hears about it in seconds.
 CHECK_DELAYS = (0.5, 1)
-# Timeouts of one attempt (connect, read) of an ordinary call, and botocore's own retries of a
-# failed attempt: `ObjectStore.call` retries.
+# Timeouts of one attempt (connect, read) of an ordinary call. An attempt is one HTTP request:
+# neither botocore nor s3fs retries it (each would resend a write without asking the fence);
+# `ObjectStore.call` retries, and checks the fence before each attempt.
 DEFAULT_TIMEOUTS = (5.0, 60.0)
-DEFAULT_BOTOCORE_RETRIES = 1
 # Packages that provide the common protocols, for the error when one is missing.
 PROTOCOL_PACKAGES = {
     "s3": "s3fs",
@@ -59,7 +59,6 @@ class ObjectStore:
         self,
         url: str,
         timeouts: tuple[float, float] = DEFAULT_TIMEOUTS,
-        botocore_retries: int = DEFAULT_BOTOCORE_RETRIES,
     ) -> None:
         self.url = url.rstrip("/")
         parts = urlsplit(self.url)
@@ -69,7 +68,7 @@ class ObjectStore:
                 "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), not in the URL"
             )
         self.protocol = parts.scheme
-        self.fs = _filesystem(self.protocol, self.url, timeouts, botocore_retries)
+        self.fs = _filesystem(self.protocol, self.url, timeouts)
         self.root = self.fs._strip_protocol(self.url).rstrip("/")  # e.g. memory:// adds a "/"
 
     def path(self, key: str) -> str:
@@ -196,7 +195,7 @@ class ObjectStore:
             pass
 
 
-def _filesystem(protocol: str, url: str, timeouts: tuple[float, float], botocore_retries: int):
+def _filesystem(protocol: str, url: str, timeouts: tuple[float, float]):
     import fsspec
 
     try:
@@ -215,13 +214,16 @@ def _filesystem(protocol: str, url: str, timeouts: tuple[float, float], botocore
         ) from error
     options: dict = {"skip_instance_cache": True, "use_listings_cache": False}
     if protocol in ("s3", "s3a"):
-        # Short timeouts and no retries of botocore's own: `ObjectStore.call` retries, and says so.
+        # One request an attempt: no retries of botocore's own (see DEFAULT_TIMEOUTS).
         options["config_kwargs"] = {
             "connect_timeout": timeouts[0],
             "read_timeout": timeouts[1],
-            "retries": {"max_attempts": botocore_retries},
+            "retries": {"max_attempts": 0},
         }
-    return cls(**options)
+    filesystem = cls(**options)
+    if protocol in ("s3", "s3a"):
+        filesystem.retries = 1  # s3fs's own retries of an attempt: one try, no retry
+    return filesystem
 
 
 def _redacted(url: str) -> str:
