@@ -126,7 +126,7 @@ def test_retention_uncommits_an_old_checkpoint_only_after_a_newer_one_committed(
     monkeypatch.setattr(
         ObjectStore,
         "remove",
-        lambda self, key: (writes.append(("remove", key)), remove(self, key))[1],
+        lambda self, key, tree=True: (writes.append(("remove", key)), remove(self, key, tree))[1],
     )
     paths = in_store.run("r")
     for step in (10, 20):

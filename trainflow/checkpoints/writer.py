@@ -37,8 +37,8 @@ def write_checkpoint(weights: bytes, paths: RunPaths, state: ResumeState, keep: 
     storage.write_json(state_path, state.model_dump())
     for old_state_path in state_files(resume_dir)[keep:]:
         old_weights_path, _ = checkpoint_files(resume_dir, step_of(old_state_path))
-        storage.remove(old_state_path)  # uncommit first: a crash in between leaves an orphan
-        storage.remove(old_weights_path)
+        storage.remove_file(old_state_path)  # uncommit first: a crash between leaves an orphan
+        storage.remove_file(old_weights_path)
     return state
 
 

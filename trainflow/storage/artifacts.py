@@ -108,6 +108,10 @@ class Storage:
         """Delete the file or directory tree `path` (a missing one is not an error)."""
         mirror.remove(path)
 
+    def remove_file(self, path: Path) -> None:
+        """Delete the one file `path` (in a store: one request, where a tree needs a listing)."""
+        mirror.remove(path, tree=False)
+
     def move(self, source: Path, target: Path) -> None:
         """Rename the file `source` to `target` (in a store: a copy, then a delete)."""
         mirror.move(source, target)

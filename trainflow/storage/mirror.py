@@ -103,7 +103,7 @@ def publish(path: Path) -> None:
     store.put_bytes(json.dumps({"state": "committed", "files": files}).encode(), marker)
     wanted = {f"{key}/{name}" for name in files} | {marker}
     for stale in set(store.keys(key)) - wanted:  # left by an earlier version of the directory
-        store.remove(stale)
+        store.remove(stale, tree=False)
 
 
 def fetch(path: Path, only: str | None = None) -> None:
@@ -155,11 +155,11 @@ def fetched(path: Path) -> Path:
     return path
 
 
-def remove(path: Path) -> None:
-    """Delete `path` (a file or a directory tree) locally and in the store."""
+def remove(path: Path, tree: bool = True) -> None:
+    """Delete `path` (a file or, with `tree`, a directory tree) locally and in the store."""
     found = store_of(path)
     if found is not None:
-        found[0].remove(found[1])
+        found[0].remove(found[1], tree=tree)
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
@@ -173,7 +173,7 @@ def move(source: Path, target: Path) -> None:
     found = store_of(source)
     if found is not None:
         publish(target)
-        found[0].remove(found[1])
+        found[0].remove(found[1], tree=False)
 
 
 def is_mirrored(path: Path) -> bool:

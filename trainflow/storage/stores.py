@@ -185,11 +185,17 @@ class ObjectStore:
         # A file's own key is in what `find` returns for it: fetching one file goes this way too.
         return sorted(path[len(self.root) + 1 :] for path in found if path != self.root)
 
-    def remove(self, key: str) -> None:
-        """Remove the object `key`, or every object under it; a missing one is not an error."""
+    def remove(self, key: str, tree: bool = True) -> None:
+        """Remove the object `key`, and with `tree` every object under it (a listing first: one
+        request more); a missing one is not an error."""
+        path = self.path(key)
         try:
             self.call(
-                lambda: self.fs.rm(self.path(key), recursive=True), f"remove {key}", writes=key
+                (lambda: self.fs.rm(path, recursive=True))
+                if tree
+                else lambda: self.fs.rm_file(path),
+                f"remove {key}",
+                writes=key,
             )
         except FileNotFoundError:
             pass
