@@ -92,7 +92,7 @@ def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPa
     paths = ArtifactPaths.at(config.artifacts).run(run_name)
     lock_run(paths)  # before anything of the run is touched
     paths.storage.refresh(paths.run_dir)  # a run in an object store: what other machines left
-    previous = read_record(paths)
+    previous = _parsed_record(paths, paths.record)  # refreshed just now, with the whole run
     if (
         config.fresh
         and paths.run_dir.exists()

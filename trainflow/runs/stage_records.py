@@ -59,8 +59,9 @@ def stage_is_done(paths: RunPaths, stage: str, key: str, outputs: Sequence[Path]
     if not all(output.exists() for output in outputs):  # the run's files came at `open_run`
         return False
     try:
-        content = paths.storage.read_text(paths.stage_record(stage))
-        recorded = json.loads(content) if content is not None else None
+        recorded = json.loads(paths.stage_record(stage).read_text())
+    except FileNotFoundError:
+        return False
     except (ValueError, UnicodeDecodeError):
         return False
     return isinstance(recorded, dict) and recorded.get("input_key") == key
