@@ -13,8 +13,7 @@ and `location(path)` the one a user is shown (a path, or the object's URL).
   last. `commit` does the same for what a library wrote in place (TensorBoard's logs, the best
   epoch's weights `ModelCheckpoint` writes).
 - Reads see only what is committed: `local_copy` (a file or directory as a real file for Keras,
-  TensorFlow or pyarrow), `refresh` (a directory's committed contents, e.g. before listing it),
-  `read_text`.
+  TensorFlow or pyarrow), `refresh` (a directory's committed contents, e.g. before listing it).
 - `remove`, `move`, and `lock`: an flock locally, a fenced lease in a store.
 - Fencing: in a store, every write under a directory guarded by a lease this process holds is made
   only while the lease is valid (`check_owner` asks without writing), and `owner_generation`
@@ -128,11 +127,6 @@ class Storage:
         """Bring the committed contents of the directory `path` (with `only`, its files of that
         name) to the local face, e.g. before listing it."""
         mirror.fetch(path, only=only)
-
-    def read_text(self, path: Path) -> str | None:
-        """The committed text of the file `path`, or None when there is none."""
-        local = self.local_copy(path)
-        return local.read_text() if local.is_file() else None
 
     # Ownership
 
