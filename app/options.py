@@ -27,6 +27,7 @@ METAVARS = {
     "image_size": "H,W",
     "run_name": "NAME",
     "artifacts": "DIR|URL",
+    "memory_budget": "SIZE",
 }
 
 

@@ -6,9 +6,10 @@ import logging
 
 from prefect import task
 
-from trainflow.config import ModelRecipe, RunConfig
+from trainflow.config import RunConfig
 from trainflow.orchestration.summary import publish_summary
 from trainflow.paths import ArtifactPaths
+from trainflow.recipe import ModelRecipe
 from trainflow.results import PromotionDecision, RunSummary
 from trainflow.runs.registry import ModelVersion, Registry, code_version, now
 from trainflow.training.scoring import accuracy_on, saved_contract

@@ -32,6 +32,7 @@ def finish_run(
         model=training.recipe.model,
         class_names=training.class_names,
         pixels=training.contract.pixels,
+        data_input=training.data_order.input,
         test_accuracy=evaluation.accuracy,
         test_loss=evaluation.loss,
         macro_f1=evaluation.report.macro_f1,
@@ -47,6 +48,7 @@ def finish_run(
         resumed_from=summary.resumed_from,
         test_accuracy=summary.test_accuracy,
         pixels=summary.pixels,
+        data_input=summary.data_input,
     )
     return summary
 

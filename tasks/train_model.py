@@ -73,6 +73,7 @@ def train_model(
         steps_per_epoch=steps_per_epoch(data.rows["train"], config.batch_size),
         resumes=state.resumes,
         contract=state.contract,
+        data_order=state.data_order,
     )
     paths.storage.write_json(paths.training_result, result.model_dump(mode="json"))
     return result

@@ -17,7 +17,7 @@ from examples.datasets import write_digits_npz, write_rgb_image_folder
 from tests.conftest import REPO_ROOT
 from tests.test_cli import trainflow
 from tests.test_cli_errors import EXIT_USER_ERROR, assert_one_line_error
-from trainflow.config import ModelRecipe
+from trainflow.recipe import ModelRecipe
 from trainflow.training.builders import ModelBuilderError
 from trainflow.training.models import build_model
 

@@ -12,10 +12,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainflow.contract import PixelRange
+from trainflow.recipe import MODEL_HELP, ModelRecipe, OptimizerName, checked_model
+from trainflow.sizes import parse_size
 from trainflow.storage.locations import is_url, local_path_of
 
+DataInput = Literal["auto", "memory", "stream"]
 SourceKind = Literal["mnist", "fashion_mnist", "idx", "npz", "parquet", "images"]
-OptimizerName = Literal["adam", "sgd", "adamw", "rmsprop"]
 
 KERAS_SOURCES = ("mnist", "fashion_mnist")
 FILE_SOURCES = ("idx", "npz", "parquet", "images")
@@ -23,17 +25,13 @@ DATASET_HELP = (
     "mnist, fashion_mnist, idx:DIR, npz:FILE, parquet:DIR or images:DIR (DIR and FILE may be "
     "s3:// or other fsspec URLs)"
 )
-BUILT_IN_MODELS = ("mlp", "cnn")
-MODEL_HELP = (
-    "mlp, cnn, or MODULE:FUNCTION, a function (input_shape, num_classes) -> keras.Model importable "
-    "from the working directory, PYTHONPATH or an installed package"
-)
-# `package.module:function`, as Python names them.
-BUILDER_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 IMAGE_SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")
 
 # How much test accuracy a challenger may lose against the champion and still be promoted.
 DEFAULT_TOLERANCE = 0.005
+
+# Below this, a window of row groups would hold a few batches only.
+MINIMUM_MEMORY_BUDGET = 8 * 2**20
 
 # Run names become directory names: keep them to characters every file system accepts.
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -87,33 +85,6 @@ class DataSource(BaseModel):
         if self.url is not None:
             return f"{self.kind}:{self.url}"
         return self.kind if self.location is None else f"{self.kind}:{self.location}"
-
-
-class ModelRecipe(BaseModel):
-    """How the model is built and compiled: a built-in architecture or a builder function by import
-    path, and the optimizer trainflow compiles it with if the builder leaves it uncompiled."""
-
-    model_config = ConfigDict(frozen=True)
-
-    model: str = "mlp"
-    optimizer: OptimizerName = "adam"
-    learning_rate: float | None = None
-
-    @field_validator("model")
-    @classmethod
-    def _model_is_built_in_or_a_builder(cls, value: str) -> str:
-        return checked_model(value)
-
-    @property
-    def is_built_in(self) -> bool:
-        return self.model in BUILT_IN_MODELS
-
-
-def checked_model(value: str) -> str:
-    """`value` if it names a built-in model or a builder function as MODULE:FUNCTION."""
-    if value not in BUILT_IN_MODELS and not BUILDER_PATTERN.match(value):
-        raise ValueError(f"model {value!r} is not one of {MODEL_HELP}")
-    return value
 
 
 def parse_image_size(value: str) -> tuple[int, int]:
@@ -198,6 +169,16 @@ class RunConfig(BaseModel):
         lt=1,
         description="Share of the data held out for testing (single-split sources)",
     )
+    memory_budget: str = Field(
+        "1GiB",
+        description="Memory the training data may take: beyond it, the prepared data is streamed "
+        "from disk in row groups (such as 512MiB, 2GiB)",
+    )
+    data_input: DataInput = Field(
+        "auto",
+        description="How training reads the prepared data: memory (all of it), stream (row groups "
+        "within --memory-budget), or auto (memory when the data fits in the budget)",
+    )
     run_name: str | None = Field(
         None,
         description="Run directory name; running a name again resumes it",
@@ -258,6 +239,13 @@ class RunConfig(BaseModel):
     def _image_size_is_height_comma_width(cls, value: str | None) -> str | None:
         return None if value is None else "{},{}".format(*parse_image_size(value))
 
+    @field_validator("memory_budget")
+    @classmethod
+    def _memory_budget_is_a_size(cls, value: str) -> str:
+        if parse_size(value) < MINIMUM_MEMORY_BUDGET:
+            raise ValueError(f"memory budget {value!r} is below the minimum of 8MiB")
+        return value
+
     @field_validator("run_name")
     @classmethod
     def _run_name_is_a_safe_directory_name(cls, value: str | None) -> str | None:
@@ -291,6 +279,11 @@ class RunConfig(BaseModel):
             image_size=None if self.image_size is None else parse_image_size(self.image_size),
             num_classes=self.num_classes,
         )
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        """`memory_budget` in bytes."""
+        return parse_size(self.memory_budget)
 
     @property
     def recipe(self) -> ModelRecipe:

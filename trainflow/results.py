@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, model_validator
 
-from trainflow.checkpoints.state import ResumePoint
-from trainflow.config import ModelRecipe
+from trainflow.checkpoints.state import DataOrder, ResumePoint
 from trainflow.contract import ModelContract, PixelRange
 from trainflow.paths import DataPaths
+from trainflow.recipe import ModelRecipe
 from trainflow.reports.metrics import (
     ClassificationReport,
 )
@@ -63,6 +63,8 @@ class TrainingResult(BaseModel):
     resumes: list[ResumePoint]
     # Results of runs before the contract was recorded: softmax probabilities, pixels in [0, 1].
     contract: ModelContract = ModelContract()
+    # How the epochs ordered the examples; results of runs before streaming: in memory.
+    data_order: DataOrder = DataOrder()
 
     @model_validator(mode="before")
     @classmethod
@@ -159,6 +161,7 @@ class RunSummary(BaseModel):
     model: str
     class_names: list[str]
     pixels: PixelRange
+    data_input: Literal["memory", "stream"] = "memory"  # how training read the prepared data
     test_accuracy: float
     test_loss: float
     macro_f1: float

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel
 
 from trainflow.contract import ModelContract
@@ -15,6 +17,16 @@ class EarlyStoppingState(BaseModel):
     wait: int = 0
     best: float | None = None
     best_epoch: int = 0
+
+
+class DataOrder(BaseModel):
+    """How each epoch orders the training examples: the in-memory path's shuffle of the whole
+    split, or the streaming path's shuffle within windows of `window_groups` row groups. A resumed
+    run keeps the order its run started with, whatever the memory budget is now, so that it feeds
+    the batches the interrupted run would have."""
+
+    input: Literal["memory", "stream"] = "memory"
+    window_groups: int | None = None  # streaming only
 
 
 class ResumePoint(BaseModel):
@@ -56,6 +68,7 @@ class ResumeState(BaseModel):
     best_epoch: int | None = None
     stopped_early: bool = False
     resumes: list[ResumePoint] = []
+    data_order: DataOrder = DataOrder()  # checkpoints from before streaming: in memory
     # In a store, the generation of the run's lease its writer held: a later reader can tell the
     # checkpoints of each owner of the run apart (None on a local disk).
     lock_generation: int | None = None

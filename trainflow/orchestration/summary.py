@@ -28,7 +28,7 @@ def summary_markdown(config: RunConfig, summary: RunSummary, extra: str = "") ->
 | macro F1 | {summary.macro_f1:.4f} |
 | epochs completed | {summary.epochs_completed} (best: {summary.best_epoch}, stopped early: {summary.stopped_early}) |
 | resume | {resumed} |
-| data | `{config.dataset}` (prepared data `{summary.data_fingerprint}`) |
+| data | `{config.dataset}` (prepared data `{summary.data_fingerprint}`, read {_read(summary.data_input)}) |
 | classes | {len(summary.class_names)}: {_listed(summary.class_names)} |
 | model | `{summary.model}`, saved as `{summary.model_path}`; fed {summary.pixels} pixels |
 | pictures | `{summary.reports_dir}`: learning_curves.png, confusion_matrix.png, confident_mistakes.png |
@@ -53,3 +53,7 @@ def publish_summary(config: RunConfig, summary: RunSummary, extra: str = "") -> 
 def _listed(names: list[str], most: int = 50) -> str:
     shown = ", ".join(f"`{name}`" for name in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _read(data_input: str) -> str:
+    return "in memory" if data_input == "memory" else "streamed from disk"

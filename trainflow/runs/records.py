@@ -38,6 +38,7 @@ class RunRecord(BaseModel):
     resumed_from: int | None = None
     test_accuracy: float | None = None
     pixels: PixelRange | None = None  # the pixel range the model was fed, once it is known
+    data_input: Literal["memory", "stream"] | None = None  # how training read the data, once known
     error: str | None = None
     # The generation of the lease its latest writer held on the run (in a store; None locally):
     # a record, like a checkpoint manifest, says which owner of the run wrote it.
@@ -126,7 +127,7 @@ def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPa
 
 def close_run(paths: RunPaths, **results: Any) -> None:
     """Mark the run completed with its results (epochs_completed, resumed_from, test_accuracy,
-    pixels) and release its lock."""
+    pixels, data_input) and release its lock."""
     record = read_record(paths)
     if record is not None:
         write_record(

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from trainflow.config import BUILT_IN_MODELS
 from trainflow.errors import UserInputError, error_reason
+from trainflow.recipe import BUILT_IN_MODELS
 
 if TYPE_CHECKING:
     import keras

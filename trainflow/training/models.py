@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainflow.config import ModelRecipe
 from trainflow.contract import ModelContract, PixelRange, labels_for_loss
 from trainflow.errors import UnsafeModelError, error_reason
+from trainflow.recipe import ModelRecipe
 from trainflow.training.builders import ModelBuilderError, call_builder, import_builder
 from trainflow.training.heads import accuracy_metric, loss_for, read_contract
 

@@ -1,4 +1,5 @@
-"""The training input: each epoch's batches in that epoch's seeded order, as a `tf.data` pipeline."""
+"""The in-memory training input: each epoch's batches in that epoch's seeded order, gathered from
+the whole split held as one tensor (images as stored: uint8 for an 8-bit source)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
 
 def training_batches(
     images: np.ndarray,
-    labels: np.ndarray,
+    targets: np.ndarray,
     seed: int,
     epochs: range,
     batch_size: int,
@@ -29,8 +30,8 @@ def training_batches(
 ) -> tf.data.Dataset:
     """The training batches of `epochs`, each epoch in its `epoch_order`, without the first
     `skip_steps` batches (those a resumed run has trained already)."""
-    orders = np.stack([epoch_order(seed, epoch, len(labels)) for epoch in epochs])
-    images, labels = tf.constant(images), tf.constant(labels)
+    orders = np.stack([epoch_order(seed, epoch, len(targets)) for epoch in epochs])
+    images, targets = tf.constant(images), tf.constant(targets)
 
     # Plain graph code: nothing for AutoGraph to convert (and its source lookup fails on lambdas).
     @tf.autograph.experimental.do_not_convert
@@ -39,12 +40,11 @@ def training_batches(
 
     @tf.autograph.experimental.do_not_convert
     def examples(batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.gather(images, batch), tf.gather(labels, batch)
+        return tf.gather(images, batch), tf.gather(targets, batch)
 
     return (
         tf.data.Dataset.from_tensor_slices(orders)
         .flat_map(batches_of)
         .skip(skip_steps)
         .map(examples)
-        .prefetch(tf.data.AUTOTUNE)
     )

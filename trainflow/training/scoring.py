@@ -7,9 +7,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from trainflow.config import ModelRecipe
 from trainflow.contract import ModelContract, class_probabilities, labels_for_loss
 from trainflow.data.prepared import read_split
+from trainflow.recipe import ModelRecipe
 from trainflow.results import ModelMetadata
 from trainflow.training.models import load_saved_model
 

@@ -8,15 +8,13 @@ import sys
 from collections.abc import Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from trainflow.checkpoints.model_state import restore_random_state
 from trainflow.checkpoints.state import ResumePoint, ResumeState
 from trainflow.checkpoints.writer import CheckpointWriter
 from trainflow.config import RunConfig
-from trainflow.contract import ModelContract, labels_for_loss
-from trainflow.data.prepared import read_split
+from trainflow.contract import ModelContract
 from trainflow.errors import RunStateError, as_storage_error
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData
@@ -32,8 +30,9 @@ from trainflow.training.callbacks.monitoring import (
 from trainflow.training.callbacks.resume import (
     ResumeCheckpoint,
 )
+from trainflow.training.inputs import training_input
 from trainflow.training.models import build_classifier, build_model
-from trainflow.training.pipeline import steps_per_epoch, training_batches
+from trainflow.training.pipeline import steps_per_epoch
 from trainflow.training.seeding import private_default_seeds
 
 logger = logging.getLogger("trainflow.train")
@@ -57,9 +56,16 @@ def fit_from(
             config.recipe, data.image_shape, data.num_classes, config.pixels
         )
     state = _starting_state(model, contract, config, data, paths, state)
-    images, labels = _examples(data, "train", contract)
-    validation = _examples(data, "validation", contract)
-    steps_in_epoch = steps_per_epoch(len(labels), config.batch_size)
+    inputs = training_input(
+        data,
+        contract,
+        config.data_input,
+        config.memory_budget_bytes,
+        resumed_order=state.data_order if state.resumes else None,
+    )
+    state = state.model_copy(update={"data_order": inputs.order})
+    validation = inputs.validation_batches(config.batch_size)
+    steps_in_epoch = steps_per_epoch(inputs.train.rows, config.batch_size)
     paths.best_checkpoints_dir.mkdir(parents=True, exist_ok=True)
     # Resume checkpoints are written in a background thread, in the file layout that a throwaway
     # model of the same architecture shows.
@@ -72,9 +78,7 @@ def fit_from(
             callbacks = _callbacks(config, paths, state, steps_in_epoch, writer, extra_callbacks)
             try:
                 model.fit(
-                    training_batches(
-                        images,
-                        labels,
+                    inputs.training_batches(
                         config.seed,
                         range(state.epochs_done, last_epoch),
                         config.batch_size,
@@ -94,14 +98,6 @@ def fit_from(
     finally:
         committed = writer.close()  # an interrupted run's last checkpoint must land before it ends
     return committed or state
-
-
-def _examples(
-    data: PreparedData, split: str, contract: ModelContract
-) -> tuple[np.ndarray, np.ndarray]:
-    """A split's images in the model's pixel range and its labels in the form its loss takes."""
-    images, labels = read_split(data.paths.split(split), contract.pixels)
-    return images, labels_for_loss(labels, contract, data.num_classes)
 
 
 def _starting_state(
