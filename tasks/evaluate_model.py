@@ -8,7 +8,7 @@ import math
 import numpy as np
 from prefect import task
 
-from trainflow.data.prepared import read_split
+from trainflow.data.prepared_split import PreparedSplit
 from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.reports.metrics import (
@@ -59,12 +59,13 @@ def _evaluate(
     persisted: PersistedModel, training: TrainingResult, data: PreparedData, paths: RunPaths
 ) -> None:
     contract = training.contract
-    images, labels = read_split(data.paths.split("test"), contract.pixels)
+    test = PreparedSplit(data.paths.split("test"))
+    labels = test.labels()
     loaded = load_saved_model(persisted.keras_model, training.recipe)
     rebuilt = build_model(training.recipe, training.image_shape, training.num_classes)
     rebuilt.load_weights(persisted.weights)
-    loaded_loss, probabilities = loss_and_probabilities(loaded, images, labels, contract)
-    rebuilt_loss, rebuilt_probabilities = loss_and_probabilities(rebuilt, images, labels, contract)
+    loaded_loss, probabilities = loss_and_probabilities(loaded, test, contract)
+    rebuilt_loss, rebuilt_probabilities = loss_and_probabilities(rebuilt, test, contract)
     loaded_predictions = probabilities.argmax(axis=1)
     rebuilt_predictions = rebuilt_probabilities.argmax(axis=1)
     if not np.array_equal(loaded_predictions, rebuilt_predictions) or not math.isclose(

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import logging
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from trainflow.data.prepared import read_split
+from trainflow.data.prepared_split import PreparedSplit
 from trainflow.orchestration.artifact_keys import classes_key
 from trainflow.paths import RunPaths
 from trainflow.reports import plots
@@ -77,15 +76,14 @@ def _draw(
         report.confusion_matrix,
         plots.confusion_heatmap(evaluation.report.confusion_matrix, training.class_names),
     )
-    images, _ = read_split(data.paths.split("test"))
-    predictions = pq.read_table(evaluation.predictions).to_pydict()
+    predictions = pq.read_table(
+        evaluation.predictions, columns=["label", "predicted", "confidence"]
+    )
+    labels, predicted, confidence = (column.to_numpy() for column in predictions.columns)
+    chosen = plots.confident_mistake_rows(labels, predicted, confidence)
+    images = PreparedSplit(data.paths.split("test")).images_at(chosen)  # those rows only
     mistakes = plots.confident_mistakes(
-        images,
-        *(
-            pa.array(predictions[column]).to_numpy()
-            for column in ("label", "predicted", "confidence")
-        ),
-        training.class_names,
+        images, chosen, labels, predicted, confidence, training.class_names
     )
     storage.write_bytes(report.confident_mistakes, mistakes)
 

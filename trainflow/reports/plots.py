@@ -80,25 +80,30 @@ def confusion_heatmap(matrix: list[list[int]], class_names: list[str]) -> bytes:
     return _png(figure)
 
 
+def confident_mistake_rows(
+    labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray, count: int = 16
+) -> np.ndarray:
+    """The rows of the `count` misclassified examples the model was most sure about, surest first."""
+    wrong = np.flatnonzero(predicted != labels)
+    return wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
+
+
 def confident_mistakes(
     images: np.ndarray,
+    chosen: np.ndarray,
     labels: np.ndarray,
     predicted: np.ndarray,
     confidence: np.ndarray,
     class_names: list[str],
-    count: int = 16,
 ) -> bytes:
-    """As a PNG: a grid of the misclassified test images the model was most sure about (in colour for
-    colour images)."""
-    wrong = np.flatnonzero(predicted != labels)
-    chosen = wrong[np.argsort(-confidence[wrong], kind="stable")][:count]
+    """As a PNG: a grid of the misclassified test images `confident_mistake_rows` chose (`images`
+    are theirs, in that order; in colour for colour images)."""
     columns = 4
     rows = max(1, int(np.ceil(len(chosen) / columns)))
     figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.2, rows * 2.5), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
-    for axis, index in zip(axes.ravel(), chosen):
-        image = images[index]
+    for axis, image, index in zip(axes.ravel(), images, chosen):
         if image.ndim == 3 and image.shape[-1] == 3:
             axis.imshow(image)
         else:  # grayscale, or channels other than RGB: show the first

@@ -8,12 +8,11 @@ import keras
 import numpy as np
 
 from trainflow.contract import ModelContract, class_probabilities, labels_for_loss
-from trainflow.data.prepared import read_split
+from trainflow.data.prepared_split import PreparedSplit
 from trainflow.recipe import ModelRecipe
 from trainflow.results import ModelMetadata
+from trainflow.training.inputs import prediction_batches
 from trainflow.training.models import load_saved_model
-
-EVALUATION_BATCH_SIZE = 256
 
 
 def accuracy_on(
@@ -25,10 +24,10 @@ def accuracy_on(
     """Test accuracy of the saved `.keras` model at `model_path` (built by `recipe`, whose builder
     module registers its custom layers, and fed and read as `contract` says) on a prepared test
     split."""
-    images, labels = read_split(test_split, contract.pixels)
+    split = PreparedSplit(test_split)
     model = load_saved_model(model_path, recipe)
-    _, probabilities = loss_and_probabilities(model, images, labels, contract)
-    return float((probabilities.argmax(axis=1) == labels).mean())
+    _, probabilities = loss_and_probabilities(model, split, contract)
+    return float((probabilities.argmax(axis=1) == split.labels()).mean())
 
 
 def saved_contract(metadata: Path) -> ModelContract:
@@ -40,12 +39,14 @@ def saved_contract(metadata: Path) -> ModelContract:
 
 
 def loss_and_probabilities(
-    model: keras.Model, images: np.ndarray, labels: np.ndarray, contract: ModelContract
+    model: keras.Model, split: PreparedSplit, contract: ModelContract
 ) -> tuple[float, np.ndarray]:
-    """The mean test loss and the (N, K) class probabilities, from one pass over the test images
-    (in the pixel range of `contract`). The loss is the model's own compiled loss of its outputs
-    and the labels in the form it takes, as `evaluate` computes it, without a second pass."""
-    outputs = model.predict(images, batch_size=EVALUATION_BATCH_SIZE, verbose=0)
+    """The mean loss and the (N, K) class probabilities on a prepared split, from one pass over its
+    images streamed in the pixel range of `contract`. The loss is the model's own compiled loss of
+    its outputs and the labels in the form it takes, as `evaluate` computes it, without a second
+    pass; the outputs and labels are held (N × K numbers), never the images."""
+    outputs = model.predict(prediction_batches(split, contract.pixels), verbose=0)
+    labels = split.labels()
     probabilities = class_probabilities(outputs, contract)
     loss = keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
     targets = labels_for_loss(labels, contract, probabilities.shape[1])
