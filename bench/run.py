@@ -208,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only the rows of artifacts in a store and their local counterparts, measured in "
         "the same run (written to bench-store.md unless --output)",
     )
+    parser.add_argument(
+        "--only-memory",
+        action="store_true",
+        help="only the rows of data at scale: peak memory, preparation, streaming (written to "
+        "bench-memory.md unless --output)",
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
     command = ("./dev bench " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
@@ -216,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
 
         report = store_only(args.repeats, args.epochs, command, began)
         return _write(args.output or REPO_ROOT / "bench-store.md", report)
+    if args.only_memory:
+        from bench.memory import memory_only
+
+        report = memory_only(args.repeats, command, began)
+        return _write(args.output or REPO_ROOT / "bench-memory.md", report)
     from bench.breakdown import fixed_costs
     from bench.recovery import recovery_cost
     from bench.report import render

@@ -98,10 +98,10 @@ class TrainingInput:
         """One line for the log: the path chosen and its numbers."""
         held = self.train.nbytes + self.validation.nbytes
         if self.mode == "memory":
-            return f"in memory ({format_size(held)} of images)"
+            return f"in memory: {format_size(held)} of images"
         return (
-            f"streamed from disk ({format_size(held)} of images; windows of "
-            f"{self.window_groups} row groups of {max(self.train.group_rows)} rows)"
+            f"streamed from disk: {format_size(held)} of images, windows of "
+            f"{self.window_groups} row groups of {max(self.train.group_rows)} rows"
         )
 
     def _targets(self, labels: np.ndarray) -> np.ndarray:
