@@ -1,4 +1,5 @@
-"""Stage 1: read a data source, validate and normalise it, split it, and store it as Parquet."""
+"""Stage 1: read a data source, validate and normalise it, split it, and store it as Parquet, a
+chunk at a time: memory for a chunk and the labels, not for the dataset."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from trainflow.config import DataSource, PreparationSpec
 from trainflow.data.classes import class_names
 from trainflow.data.preparation import (
     data_fingerprint,
+    report_older_format,
     verified_prepared_data,
     write_prepared_data,
 )
 from trainflow.data.prepared import sha256_of_arrays
 from trainflow.data.sources import locate_source_files, read_source, source_sha256
-from trainflow.data.splitting import number_of_classes, split_dataset
+from trainflow.data.splitting import number_of_classes, plan_splits
 from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import ArtifactPaths
 from trainflow.results import PreparedData
@@ -44,17 +46,19 @@ def prepare_data(
             source,
         )
         return reused
+    report_older_format(artifacts, digest, preparation)
     if raw is None:
         raw = read_source(source, files, preparation.image_size)
-    splits = split_dataset(raw, preparation)
+    plan = plan_splits(raw, preparation)
     prepared = write_prepared_data(
         paths,
-        splits,
+        raw,
+        plan,
         source=str(source),
         source_files=files,
         source_sha256=digest,
         preparation=preparation,
-        class_names=class_names(source, number_of_classes(splits, preparation)),
+        class_names=class_names(source, number_of_classes(plan.labels, preparation)),
     )
     logger.info("Prepared %s into %s: %s", source, paths.location, prepared.rows)
     return prepared

@@ -5,20 +5,47 @@ import pytest
 
 from tests.conftest import synthetic_images
 from trainflow.config import PreparationSpec
-from trainflow.data.prepared import read_split, write_split
+from trainflow.data.prepared import read_split
 from trainflow.data.raw import RawSplit
+from trainflow.data.split_writer import SplitWriter
 from trainflow.data.splitting import (
     class_counts,
     number_of_classes,
-    split_dataset,
+    plan_splits,
     stratified_split,
+    stream_splits,
 )
-from trainflow.data.validation import normalise_split
+from trainflow.data.validation import check_split, normalised_pixels
 from trainflow.errors import DataSourceError
+from trainflow.paths import PREPARED_SPLITS
 
 
 def raw(images, labels, origin="test.idx"):
-    return RawSplit(np.asarray(images), np.asarray(labels), origin)
+    return RawSplit.of_arrays(np.asarray(images), np.asarray(labels), origin)
+
+
+def normalise_split(split: RawSplit) -> tuple[np.ndarray, np.ndarray]:
+    """Check and normalise a whole split, as preparation does chunk by chunk."""
+    checked = check_split(split)
+    return normalised_pixels(split.images, checked, checked.pixel_dtype), checked.labels
+
+
+def split_dataset(splits: dict[str, RawSplit], spec: PreparationSpec) -> dict:
+    """The prepared splits as preparation streams them to its writers, gathered in memory."""
+    parts = {name: [] for name in PREPARED_SPLITS}
+    stream_splits(
+        splits,
+        plan_splits(splits, spec),
+        lambda name, images, labels: parts[name].append((images, labels)),
+    )
+    return {
+        name: tuple(np.concatenate(arrays) for arrays in zip(*chunks, strict=True))
+        for name, chunks in parts.items()
+    }
+
+
+def labels_of(splits: dict) -> dict[str, np.ndarray]:
+    return {name: labels for name, (_, labels) in splits.items()}
 
 
 def test_integer_pixels_stay_8_bit_and_float_pixels_float():
@@ -115,7 +142,8 @@ def test_a_class_missing_from_a_split_is_refused():
 
 def test_parquet_split_round_trips_exactly_in_either_pixel_range(tmp_path):
     images, labels = normalise_split(raw(*synthetic_images(30, seed=4)))
-    write_split(tmp_path / "train.parquet", images, labels)
+    with SplitWriter(tmp_path / "train.parquet", images.shape[1:], images.dtype) as writer:
+        writer.write(images, labels)
     assert pq.read_schema(tmp_path / "train.parquet").field("image").type.value_type == pa.uint8()
     raw_images, read_labels = read_split(tmp_path / "train.parquet", "raw")
     np.testing.assert_array_equal(raw_images, images.astype(np.float32))
@@ -133,7 +161,7 @@ def labelled(labels: list[int], shape: tuple[int, ...] = (4, 4)) -> dict:
 def test_any_number_of_classes_and_channels_is_split_by_class():
     labels = np.repeat(np.arange(37), 10)
     splits = split_dataset(labelled(labels.tolist(), (8, 8, 3)), PreparationSpec())
-    assert number_of_classes(splits, PreparationSpec()) == 37
+    assert number_of_classes(labels_of(splits), PreparationSpec()) == 37
     for images, split_labels in splits.values():
         assert images.shape[1:] == (8, 8, 3)
         assert sorted(set(split_labels.tolist())) == list(range(37))
@@ -144,7 +172,7 @@ def test_a_class_missing_from_a_split_names_the_option_that_allows_it():
     with pytest.raises(DataSourceError, match="no examples of class 1; .* --num-classes 3 if"):
         split_dataset(labelled(labels), PreparationSpec())
     splits = split_dataset(labelled(labels), PreparationSpec(num_classes=3))
-    assert number_of_classes(splits, PreparationSpec(num_classes=3)) == 3
+    assert number_of_classes(labels_of(splits), PreparationSpec(num_classes=3)) == 3
 
 
 def test_labels_beyond_the_given_number_of_classes_are_refused():

@@ -23,25 +23,28 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tasks.prepare_data import prepare_data
 from trainflow.config import DataSource, PreparationSpec
 from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
-from trainflow.data.sources import locate_source_files, read_source
-from trainflow.data.splitting import split_dataset
+from trainflow.data.prepared import read_split
 from trainflow.errors import DataSourceError
+from trainflow.paths import PREPARED_SPLITS, ArtifactPaths
 
 
 def read_and_split(source: str) -> None:
-    """Read and validate like prepare_data: a clean result or a DataSourceError, nothing else."""
+    """Prepare like the pipeline: a clean result or a DataSourceError, nothing else."""
     parsed = DataSource.parse(source)
-    try:
-        splits = split_dataset(read_source(parsed, locate_source_files(parsed)), PreparationSpec())
-    except DataSourceError as error:
-        message = str(error)
-        assert message, "a DataSourceError must say what is wrong"
-        assert "\n" not in message, "the CLI prints the error as one line"
-        assert str(parsed.location) in message, "the error names the file or directory"
-        return
-    for images, labels in splits.values():
+    with tempfile.TemporaryDirectory() as artifacts:
+        try:
+            prepared = prepare_data(parsed, PreparationSpec(), ArtifactPaths.at(artifacts))
+        except DataSourceError as error:
+            message = str(error)
+            assert message, "a DataSourceError must say what is wrong"
+            assert "\n" not in message, "the CLI prints the error as one line"
+            assert str(parsed.location) in message, "the error names the file or directory"
+            return
+        splits = [read_split(prepared.paths.split(name)) for name in PREPARED_SPLITS]
+    for images, labels in splits:
         assert images.dtype == np.float32 and labels.dtype == np.int64
         assert len(images) == len(labels) > 0
         assert np.isfinite(images).all() and 0 <= images.min() <= images.max() <= 1

@@ -17,8 +17,12 @@ from trainflow.errors import DataSourceError
 
 
 def read(spec: str):
+    """The splits of `spec`, every image read (the readers' errors included)."""
     source = DataSource.parse(spec)
-    return read_source(source, locate_source_files(source))
+    return {
+        name: split.read_whole()
+        for name, split in read_source(source, locate_source_files(source)).items()
+    }
 
 
 def test_single_idx_pair_is_one_split(idx_dir):

@@ -9,33 +9,60 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from trainflow.config import PreparationSpec
-from trainflow.data.prepared import write_split
-from trainflow.data.splitting import class_counts
-from trainflow.paths import PREPARED_SPLITS, DataPaths
+from trainflow.data.raw import RawSplit
+from trainflow.data.split_writer import row_group_rows, write_splits
+from trainflow.data.splitting import SplitPlan, class_counts
+from trainflow.paths import ArtifactPaths, DataPaths
 from trainflow.results import PreparedData
 from trainflow.storage.digests import sha256_of_files
 
 logger = logging.getLogger("trainflow.prepare_data")
 
-# Part of the fingerprint: bump it when the prepared files change meaning, so old ones are not reused.
-# 2: 8-bit sources' pixels stay uint8 (version 1 stored every pixel as float32 in [0, 1]).
-PREPARED_FORMAT_VERSION = 2
+# Part of the fingerprint: bump it when the prepared files change meaning, so old ones are not
+# reused, and say in PREPARED_FORMAT_CHANGES what the new version changed.
+PREPARED_FORMAT_VERSION = 3
 
 
-def data_fingerprint(source_sha256: str, preparation: PreparationSpec) -> str:
-    """Identify prepared data by the source's bytes and how it was prepared."""
+PREPARED_FORMAT_CHANGES = {
+    2: "8-bit sources' pixels stay uint8; version 1 stored every pixel as float32 in [0, 1]",
+    3: "row groups sized for streaming, written in chunks",
+}
+
+
+def data_fingerprint(
+    source_sha256: str, preparation: PreparationSpec, version: int = PREPARED_FORMAT_VERSION
+) -> str:
+    """Identify prepared data by the source's bytes and how it was prepared (in format `version`)."""
     key = json.dumps(
         {
-            "format": PREPARED_FORMAT_VERSION,
+            "format": version,
             "source": source_sha256,
             "split": preparation.identity(),
         },
         sort_keys=True,
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def report_older_format(
+    artifacts: ArtifactPaths, source_sha256: str, preparation: PreparationSpec
+) -> None:
+    """Say so when data prepared from the same source in the same way, but in an older format,
+    is under `artifacts`: it is not reused, and the user may wonder why."""
+    for version in range(PREPARED_FORMAT_VERSION - 1, 0, -1):
+        older = artifacts.data(data_fingerprint(source_sha256, preparation, version))
+        older.storage.refresh(older.root, only=older.manifest.name)
+        if older.manifest.is_file():
+            changes = range(version + 1, PREPARED_FORMAT_VERSION + 1)
+            logger.info(
+                "Prepared data %s is of format version %d; preparing it again as version %d (%s)",
+                older.location,
+                version,
+                PREPARED_FORMAT_VERSION,
+                "; ".join(PREPARED_FORMAT_CHANGES[change] for change in changes),
+            )
+            return
 
 
 def verified_prepared_data(paths: DataPaths) -> PreparedData | None:
@@ -84,21 +111,21 @@ def prepared_from_manifest(paths: DataPaths, reused: bool) -> PreparedData:
 
 def write_prepared_data(
     paths: DataPaths,
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    raw: dict[str, RawSplit],
+    plan: SplitPlan,
     source: str,
     source_files: list[Path],
     source_sha256: str,
     preparation: PreparationSpec,
     class_names: list[str],
 ) -> PreparedData:
-    """Write the split arrays as Parquet under `paths`, with the manifest that describes and
-    verifies them, all at once: the directory appears complete or not at all (and replaces a
-    damaged one)."""
+    """Write the splits that `plan` decides as Parquet under `paths`, streaming the raw splits'
+    images once, with the manifest that describes and verifies them, all at once: the directory
+    appears complete or not at all (and replaces a damaged one)."""
     with paths.storage.writing(paths.root) as staging:
         staging.mkdir()
         staged = DataPaths(root=staging)
-        for name in PREPARED_SPLITS:
-            write_split(staged.split(name), *splits[name])
+        write_splits(raw, plan, staged)
         paths.storage.write_json(
             staged.manifest,
             {
@@ -108,17 +135,18 @@ def write_prepared_data(
                 "source_files": [str(path) for path in source_files],
                 "source_sha256": source_sha256,
                 "split": preparation.model_dump(),
-                "image_shape": list(splits["train"][0].shape[1:]),
+                "image_shape": list(plan.image_shape),
                 "num_classes": len(class_names),
                 "class_names": class_names,
                 "splits": {
                     name: {
                         "file": staged.split(name).name,
                         "rows": len(labels),
+                        "row_group_rows": row_group_rows(plan.image_shape, plan.pixel_dtype),
                         "class_counts": class_counts(labels, len(class_names)),
                         "sha256": sha256_of_files([staged.split(name)]),
                     }
-                    for name, (_, labels) in splits.items()
+                    for name, labels in plan.labels.items()
                 },
                 "created_at": datetime.now(UTC).isoformat(),
             },

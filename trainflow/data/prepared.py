@@ -6,33 +6,11 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from trainflow.contract import PixelRange
-from trainflow.data.parquet import (
-    IMAGE_COLUMN,
-    IMAGE_SHAPE_METADATA_KEY,
-    LABEL_COLUMN,
-    read_parquet_split,
-)
+from trainflow.data.parquet import read_parquet_split
 from trainflow.data.raw import RawSplit
 from trainflow.data.validation import unit_pixels
-
-
-def write_split(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write one split as Parquet: `image` (fixed-size list of pixels: uint8 as an 8-bit source
-    gave them, float32 in [0, 1] otherwise), `label` (int64), and the image shape ("H,W" or
-    "H,W,C") in the schema metadata."""
-    image_shape = images.shape[1:]
-    pixel_type = pa.uint8() if images.dtype == np.uint8 else pa.float32()
-    pixels = pa.FixedSizeListArray.from_arrays(
-        pa.array(images.reshape(-1), type=pixel_type), int(np.prod(image_shape))
-    )
-    table = pa.table({IMAGE_COLUMN: pixels, LABEL_COLUMN: pa.array(labels, type=pa.int64())})
-    shape_text = ",".join(map(str, image_shape))
-    table = table.replace_schema_metadata({IMAGE_SHAPE_METADATA_KEY: shape_text})
-    pq.write_table(table, path)
 
 
 def read_split(path: Path, pixels: PixelRange = "unit") -> tuple[np.ndarray, np.ndarray]:

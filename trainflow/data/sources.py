@@ -9,6 +9,7 @@ with its URL in every message.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from trainflow.config import DATASET_HELP, DataSource
@@ -94,15 +95,16 @@ def source_sha256(source: DataSource, files: list[Path]) -> str:
 def read_source(
     source: DataSource, files: list[Path], image_size: tuple[int, int] | None = None
 ) -> dict[str, RawSplit]:
-    """Read the raw splits of `source` from `files` (as found by `locate_source_files`); an image
-    folder's images are resized to `image_size` (height, width) if given."""
+    """Open the raw splits of `source` from `files` (as found by `locate_source_files`): their
+    labels are read, their images as their chunks are; an image folder's images are resized to
+    `image_size` (height, width) if given."""
     if source.url is None:
         return _read_files(source, files, image_size)
     with named_by_url(source):
         splits = _read_files(source, files, image_size)
     # Later checks quote a split's origin: the URL, not the copy's path.
     return {
-        name: RawSplit(split.images, split.labels, url_named(source, split.origin))
+        name: dataclasses.replace(split, origin=url_named(source, split.origin))
         for name, split in splits.items()
     }
 
@@ -122,7 +124,7 @@ def _read_files(
 
 
 def read_keras_dataset(name: str) -> dict[str, RawSplit]:
-    """Load `keras.datasets.<name>` through Keras's own download-and-cache path."""
+    """Load `keras.datasets.<name>` through Keras's own download-and-cache path, into memory."""
     from keras import datasets
 
     try:
@@ -135,6 +137,6 @@ def read_keras_dataset(name: str) -> dict[str, RawSplit]:
         ) from error
     origin = f"keras.datasets.{name}"
     return {
-        "train": RawSplit(x_train, y_train, f"{origin} (train)"),
-        "test": RawSplit(x_test, y_test, f"{origin} (test)"),
+        "train": RawSplit.of_arrays(x_train, y_train, f"{origin} (train)"),
+        "test": RawSplit.of_arrays(x_test, y_test, f"{origin} (test)"),
     }
