@@ -8,7 +8,7 @@ import math
 import numpy as np
 from prefect import task
 
-from trainflow.data.prepared_split import PreparedSplit
+from trainflow.data.prepared import PreparedSplit
 from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.reports.metrics import (

@@ -12,10 +12,10 @@ from trainflow.data.classes import class_names
 from trainflow.data.preparation import (
     data_fingerprint,
     report_older_format,
+    sha256_of_arrays,
     verified_prepared_data,
     write_prepared_data,
 )
-from trainflow.data.prepared import sha256_of_arrays
 from trainflow.data.sources import locate_source_files, read_source, source_sha256
 from trainflow.data.splitting import number_of_classes, plan_splits
 from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from trainflow.data.prepared_split import PreparedSplit
+from trainflow.data.prepared import PreparedSplit
 from trainflow.orchestration.artifact_keys import classes_key
 from trainflow.paths import RunPaths
 from trainflow.reports import plots

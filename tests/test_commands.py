@@ -198,9 +198,9 @@ def retrained(tmp_path_factory, prefect_home, prefect_server) -> RetrainedModels
 def test_promotion_across_datasets_judges_the_champion_on_the_challengers_test_data(retrained):
     """The champion's recorded accuracy is on its own test data; against a challenger trained on
     other data it is measured again, on the challenger's test split."""
+    from trainflow.contract import ModelContract
     from trainflow.paths import ArtifactPaths
     from trainflow.runs.registry import Registry
-    from trainflow.contract import ModelContract
     from trainflow.training.scoring import accuracy_on
 
     registry = Registry(ArtifactPaths.at(retrained.artifacts))

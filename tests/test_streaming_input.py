@@ -9,7 +9,7 @@ import pytest
 
 from trainflow.contract import ModelContract, labels_for_loss
 from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
-from trainflow.data.prepared_split import PreparedSplit
+from trainflow.data.prepared import PreparedSplit
 from trainflow.training.inputs import model_pixels
 from trainflow.training.streaming import (
     epoch_windows,
@@ -51,14 +51,14 @@ def test_the_split_is_read_by_row_group(split):
     assert split.group_rows == [8] * 12 + [7]
     assert (split.rows, split.image_shape, split.pixel_dtype) == (ROWS, (2, 2), np.uint8)
     images, labels = split.row_groups([3, 0])
-    assert labels.tolist() == [*range(24, 32), *range(0, 8)]
+    assert labels.tolist() == [*range(24, 32), *range(8)]
     assert (images[:, 0, 0] == labels).all()
     assert split.images_at(np.array([102, 5, 40]))[:, 1, 1].tolist() == [102, 5, 40]
 
 
 @pytest.mark.parametrize("window_groups", [1, 3, 13])
 def test_each_epoch_feeds_every_example_once_in_the_documented_order(split, window_groups):
-    batches = fed_batches(split, range(0, 2), window_groups)
+    batches = fed_batches(split, range(2), window_groups)
     assert [len(labels) for _, labels in batches] == [10] * 10 + [3] + [10] * 10 + [3]
     for epoch, epoch_batches in enumerate((batches[:11], batches[11:])):
         fed = np.concatenate([labels for _, labels in epoch_batches])

@@ -49,11 +49,6 @@ def read_parquet_directory(files: list[Path]) -> dict[str, RawSplit]:
     }
 
 
-def read_parquet_split(path: Path) -> RawSplit:
-    """Read one split whole, its images in memory too; see `open_parquet_split`."""
-    return open_parquet_split(path).read_whole()
-
-
 def open_parquet_split(path: Path) -> RawSplit:
     """Open one split: an `image` column of fixed-size pixel lists and an integer `label` column.
     The labels are read now, the images as the split's chunks are, batch by batch.

@@ -9,6 +9,8 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from trainflow.config import PreparationSpec
 from trainflow.data.raw import RawSplit
 from trainflow.data.split_writer import row_group_rows, write_splits
@@ -152,3 +154,13 @@ def write_prepared_data(
             },
         )
     return prepared_from_manifest(paths, reused=False)
+
+
+def sha256_of_arrays(raw: dict[str, RawSplit]) -> str:
+    """One sha256 over the split names, shapes, dtypes and bytes of in-memory arrays."""
+    digest = hashlib.sha256()
+    for name in sorted(raw):
+        for array in (raw[name].images, raw[name].labels):
+            digest.update(f"{name}{array.shape}{array.dtype}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

@@ -15,7 +15,7 @@ import tensorflow as tf
 from trainflow.checkpoints.state import DataOrder
 from trainflow.config import DataInput
 from trainflow.contract import ModelContract, PixelRange, labels_for_loss
-from trainflow.data.prepared_split import PreparedSplit
+from trainflow.data.prepared import PreparedSplit
 from trainflow.data.validation import MAX_PIXEL_VALUE
 from trainflow.results import PreparedData
 from trainflow.sizes import format_size

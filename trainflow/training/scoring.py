@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from trainflow.contract import ModelContract, class_probabilities, labels_for_loss
-from trainflow.data.prepared_split import PreparedSplit
+from trainflow.data.prepared import PreparedSplit
 from trainflow.recipe import ModelRecipe
 from trainflow.results import ModelMetadata
 from trainflow.training.inputs import prediction_batches

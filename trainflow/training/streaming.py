@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from trainflow.data.prepared_split import PreparedSplit
+from trainflow.data.prepared import PreparedSplit
 
 # What the generator hands tf.data at once: enough rows to keep per-element overhead low, few
 # enough to keep the copies small. `rebatch` cuts them into the training batches.
