@@ -60,6 +60,37 @@ def spread(values: list[float], unit: str = "s", digits: int = 2) -> str:
     )
 
 
+# Runs a command and prints its exit code and its peak resident bytes. A fresh, small process must
+# start the command: Linux carries the peak RSS of a process's old address space over `exec`, and
+# a child forked (or vforked) straight from a large process (pytest, a benchmark holding data)
+# would report that process's peak as its own.
+PEAK_RSS_LAUNCHER = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(process.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024, file=sys.stderr)
+"""
+
+
+def run_measuring_peak(
+    arguments: list[str], environment: dict[str, str] | None, stdout, stderr
+) -> tuple[int, int]:
+    """Run a command to its end, its output into the open files `stdout` and `stderr`; its exit
+    code and its peak resident memory in bytes (the kernel's own accounting of that process)."""
+    completed = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_LAUNCHER, *arguments],
+        env=environment,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    *output, last = completed.stderr.rstrip("\n").split("\n")
+    stderr.write("\n".join(output))
+    code, peak = last.split()
+    return int(code), int(peak)
+
+
 def wall_time(arguments: list[str], environment: dict[str, str] | None = None) -> float:
     """Seconds for a command to run to completion (it must succeed)."""
     began = time.monotonic()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -15,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import TRAINFLOW, Row, alternate, spread, write_synthetic_source
+from bench.harness import (
+    TRAINFLOW,
+    Row,
+    alternate,
+    run_measuring_peak,
+    spread,
+    write_synthetic_source,
+)
 
 GIB = 2**30
 CURVE_SIZES = (100_000, 300_000, 1_000_000)
@@ -34,16 +40,13 @@ print(time.monotonic() - began)
 
 def peak_memory(arguments: list[str], environment: dict[str, str] | None = None) -> tuple[int, str]:
     """Run a command to success; its peak resident bytes and its stdout."""
-    with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen(
-            arguments, env=environment, stdout=out, stderr=subprocess.DEVNULL, text=True
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode:
-            raise subprocess.CalledProcessError(process.returncode, arguments)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as log:
+        code, peak = run_measuring_peak(arguments, environment, out, log)
+        if code:
+            log.seek(0)
+            raise RuntimeError(f"{arguments} failed ({code}): {log.read()[-2000:]}")
         out.seek(0)
-        return usage.ru_maxrss * 1024, out.read()
+        return peak, out.read()
 
 
 def one_epoch_run(source: str, artifacts: Path, api_url: str) -> int:

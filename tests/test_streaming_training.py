@@ -4,11 +4,10 @@ run on data several times its memory budget completes within the budget (peak RS
 
 import json
 import logging
-import os
-import subprocess
 
 import numpy as np
 
+from bench.harness import run_measuring_peak
 from tasks.prepare_data import prepare_data
 from tests.checkpoints_on_disk import final_checkpoint, newest_complete_checkpoint
 from tests.conftest import TRAINFLOW, write_idx_pair
@@ -66,7 +65,9 @@ def test_sigkill_mid_epoch_on_the_streaming_path_resumes_bitwise(
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="trainflow"):
         resumed, steps_trained = train_counting_steps(resumed_config, data, paths)
-    assert "windows of 3 row groups of 16 rows" in caplog.text and "as the run started" in caplog.text
+    assert (
+        "windows of 3 row groups of 16 rows" in caplog.text and "as the run started" in caplog.text
+    )
     assert (resumed.resumed_from_step, steps_trained) == (25, TOTAL_STEPS - 25)
     assert resumed.data_order == reference.data_order
     assert resumed.history == reference.history
@@ -94,13 +95,8 @@ def test_data_four_times_the_memory_budget_trains_within_it(tmp_path, server_env
             open(tmp_path / f"{name}.json", "w") as out,
             open(tmp_path / f"{name}.log", "w") as log,
         ):
-            process = subprocess.Popen(arguments, env=server_environment, stdout=out, stderr=log)
-            # The child's own accounting, read as it is reaped: its peak resident memory.
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-        log_tail = (tmp_path / f"{name}.log").read_text()[-3000:]
-        assert process.returncode == 0, log_tail
-        peaks[name] = usage.ru_maxrss * 1024  # KiB on Linux
+            code, peaks[name] = run_measuring_peak(arguments, server_environment, out, log)
+        assert code == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
         summary = json.loads((tmp_path / f"{name}.json").read_text())
         assert summary["data_input"] == ("memory" if name == "tiny" else "stream")
     growth = (peaks["large"] - peaks["tiny"]) / 2**20

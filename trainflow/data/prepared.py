@@ -5,15 +5,20 @@ reads the few rows it shows."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainflow.contract import PixelRange
-from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
+from trainflow.data.parquet import (
+    IMAGE_COLUMN,
+    IMAGE_SHAPE_METADATA_KEY,
+    LABEL_COLUMN,
+    READ_BATCH_BYTES,
+    READ_BUFFER_BYTES,
+)
 from trainflow.data.validation import unit_pixels
 
 Examples = tuple[np.ndarray, np.ndarray]
@@ -47,14 +52,13 @@ class PreparedSplit:
 
     def row_groups(self, indices: list[int]) -> Examples:
         """The rows of the row groups `indices`, in that order."""
-        table = pq.ParquetFile(self.path).read_row_groups(indices, use_threads=False)
-        return self._examples(table)
+        rows = sum(self.group_rows[index] for index in indices)
+        return next(self._regrouped(self._pieces(indices), [rows]))
 
     def batches(self, batch_rows: int) -> Iterator[Examples]:
         """All rows in file order, `batch_rows` at a time (the last batch may be smaller)."""
-        with pq.ParquetFile(self.path) as parquet:
-            for batch in parquet.iter_batches(batch_size=batch_rows, use_threads=False):
-                yield self._examples(pa.Table.from_batches([batch]))
+        sizes = (min(batch_rows, self.rows - first) for first in range(0, self.rows, batch_rows))
+        yield from self._regrouped(self._pieces(None), sizes)
 
     def labels(self) -> np.ndarray:
         """Every label, without reading a pixel."""
@@ -73,12 +77,41 @@ class PreparedSplit:
 
     def read(self) -> Examples:
         """The whole split in memory."""
-        return self._examples(pq.read_table(self.path, use_threads=False))
+        return next(self._regrouped(self._pieces(None), [self.rows]))
 
-    def _examples(self, table: pa.Table) -> Examples:
-        pixels = table.column(IMAGE_COLUMN).combine_chunks().flatten()
-        images = pixels.to_numpy(zero_copy_only=False).reshape((table.num_rows, *self.image_shape))
-        return images, table.column(LABEL_COLUMN).to_numpy()
+    def _pieces(self, row_groups: list[int] | None) -> Iterator[Examples]:
+        """The rows of `row_groups` (None: all) in small Arrow batches: decoding a list column
+        takes many times its pixels in Arrow buffers (levels, offsets), so a batch of a few
+        hundred KiB keeps that small, whatever the size of a row group."""
+        batch_rows = max(1, READ_BATCH_BYTES // self.image_bytes)
+        with pq.ParquetFile(self.path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False) as parquet:
+            for batch in parquet.iter_batches(
+                batch_size=batch_rows, row_groups=row_groups, use_threads=False
+            ):
+                pixels = batch.column(IMAGE_COLUMN).flatten().to_numpy(zero_copy_only=False)
+                yield (
+                    pixels.reshape((batch.num_rows, *self.image_shape)),
+                    batch.column(LABEL_COLUMN).to_numpy(),
+                )
+
+    def _regrouped(self, pieces: Iterator[Examples], sizes: Iterable[int]) -> Iterator[Examples]:
+        """The rows of `pieces` again, in arrays of their own of the given numbers of rows (a
+        piece that straddles two arrays is cut)."""
+        pending: Examples | None = None
+        for rows in sizes:
+            images = np.empty((rows, *self.image_shape), dtype=self.pixel_dtype)
+            labels = np.empty(rows, dtype=np.int64)
+            filled = 0
+            while filled < rows:
+                piece_images, piece_labels = pending if pending is not None else next(pieces)
+                take = min(rows - filled, len(piece_labels))
+                images[filled : filled + take] = piece_images[:take]
+                labels[filled : filled + take] = piece_labels[:take]
+                pending = (
+                    (piece_images[take:], piece_labels[take:]) if take < len(piece_labels) else None
+                )
+                filled += take
+            yield images, labels
 
 
 def read_split(path: Path, pixels: PixelRange = "unit") -> Examples:
