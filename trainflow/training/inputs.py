@@ -29,7 +29,13 @@ IN_MEMORY_COPIES = 2
 # The streaming path holds a window twice (read, then in its order) and pieces of it in tf.data's
 # buffers and Arrow's read buffers: a window gets a quarter of the budget.
 WINDOW_SHARE_OF_BUDGET = 4
+# Prediction batches: 256 images, fewer when images are large (a batch of 180x180x3 float32
+# pixels is 97 MiB at 256), so that evaluation's memory does not grow with the image size.
 PREDICTION_BATCH_SIZE = 256
+PREDICTION_BATCH_BYTES = 8 * 2**20
+# Batches made ahead of the model: enough to overlap input and training, and a fixed number, where
+# AUTOTUNE may buffer as many as a share of the machine's memory allows.
+PREFETCH_BATCHES = 4
 
 
 def model_pixels(images: tf.Tensor, pixels: PixelRange) -> tf.Tensor:
@@ -114,7 +120,7 @@ class TrainingInput:
                 lambda images, targets: (scale(images), targets)
             )
         )
-        return scaled.prefetch(tf.data.AUTOTUNE)
+        return scaled.prefetch(PREFETCH_BATCHES)
 
 
 def training_input(
@@ -158,9 +164,11 @@ def training_input(
 def prediction_batches(split: PreparedSplit, pixels: PixelRange) -> tf.data.Dataset:
     """A split's images in file order, streamed in batches, for `model.predict`."""
     signature = tf.TensorSpec((None, *split.image_shape), split.pixel_dtype)
+    model_image_bytes = split.image_bytes // split.pixel_dtype.itemsize * 4  # as float32
+    batch_rows = max(1, min(PREDICTION_BATCH_SIZE, PREDICTION_BATCH_BYTES // model_image_bytes))
     batches = tf.data.Dataset.from_generator(
-        lambda: (images for images, _ in split.batches(PREDICTION_BATCH_SIZE)),
+        lambda: (images for images, _ in split.batches(batch_rows)),
         output_signature=signature,
     )
     scale = tf.autograph.experimental.do_not_convert(lambda images: model_pixels(images, pixels))
-    return batches.map(scale).prefetch(tf.data.AUTOTUNE)
+    return batches.map(scale).prefetch(PREFETCH_BATCHES)

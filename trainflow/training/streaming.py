@@ -75,6 +75,7 @@ def streaming_batches(
                 for first in range(0, len(order), piece_rows):
                     rows = order[first : first + piece_rows]
                     yield images[rows], labels_for_loss(labels[rows])
+                del images, labels  # before the next window is read: one window at a time
             start = end
 
     signature = (
