@@ -24,8 +24,13 @@ from tasks.prepare_data import prepare_data
 from tests.conftest import REPO_ROOT
 from trainflow.config import DataSource, PreparationSpec
 from trainflow.data import split_writer, splitting
-from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
-from trainflow.data.preparation import data_fingerprint
+from trainflow.data.parquet import (
+    IMAGE_COLUMN,
+    IMAGE_SHAPE_METADATA_KEY,
+    LABEL_COLUMN,
+    PIXEL_TYPE_METADATA_KEY,
+)
+from trainflow.data.preparation import PREPARED_FORMAT_CHANGES, data_fingerprint
 from trainflow.data.splitting import stratified_split
 from trainflow.errors import DataSourceError
 from trainflow.paths import PREPARED_SPLITS, ArtifactPaths
@@ -147,7 +152,8 @@ def prepared_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A prepared split's rows as stored: pixels in their stored dtype, and labels."""
     table = pq.read_table(path)
     shape = tuple(map(int, table.schema.metadata[IMAGE_SHAPE_METADATA_KEY].decode().split(",")))
-    pixels = table.column(IMAGE_COLUMN).combine_chunks().flatten().to_numpy()
+    dtype = np.dtype(table.schema.metadata[PIXEL_TYPE_METADATA_KEY].decode())
+    pixels = np.frombuffer(b"".join(table.column(IMAGE_COLUMN).to_pylist()), dtype=dtype)
     return pixels.reshape(-1, *shape), table.column(LABEL_COLUMN).to_numpy()
 
 
@@ -230,7 +236,7 @@ def test_data_prepared_in_an_older_format_is_prepared_again_and_said_so(
     assert not again.reused and again.fingerprint == first.fingerprint
     assert (
         f"Prepared data {older.location} is of format version 2; preparing it again as version 3 "
-        "(row groups sized for streaming, written in chunks)"
+        f"({PREPARED_FORMAT_CHANGES[3]})"
     ) in caplog.messages
 
 

@@ -24,6 +24,12 @@ LABEL_COLUMN = "label"
 IMAGE_SHAPE_METADATA_KEY = b"trainflow.image_shape"
 
 
+# With an `image` column of fixed-size binary (the pixels' bytes, as prepared data stores them),
+# the pixels' type: "uint8" or "float32".
+PIXEL_TYPE_METADATA_KEY = b"trainflow.pixel_type"
+PACKED_PIXEL_TYPES = {"uint8": np.dtype(np.uint8), "float32": np.dtype(np.float32)}
+
+
 # Pixels per batch read: pyarrow's buffers for a batch of a list column (levels, 32-bit values) are
 # many times its pixels; batches of 8 MiB took 150 MiB, and were slower than small ones.
 READ_BATCH_BYTES = 2**18
@@ -60,8 +66,8 @@ def open_parquet_split(path: Path) -> RawSplit:
     try:
         with pq.ParquetFile(path) as parquet:
             schema, rows = parquet.schema_arrow, parquet.metadata.num_rows
-            image_type = _checked_image_type(path, schema)
-            shape = _image_shape(path, schema, image_type.list_size)
+            pixel_dtype, pixel_count = _checked_image_type(path, schema)
+            shape = _image_shape(path, schema, pixel_count)
             labels = parquet.read(columns=[LABEL_COLUMN]).column(LABEL_COLUMN)
     except (OSError, pa.ArrowException) as error:
         raise _unreadable_parquet(path, error) from error
@@ -71,13 +77,28 @@ def open_parquet_split(path: Path) -> RawSplit:
     return RawSplit(
         origin=str(path),
         shape=(rows, *shape),
-        pixel_dtype=np.dtype(image_type.value_type.to_pandas_dtype()),
+        pixel_dtype=pixel_dtype,
         labels=labels.to_numpy(),
-        image_chunks=_image_chunks(path, shape),
+        image_chunks=_image_chunks(path, shape, pixel_dtype),
     )
 
 
-def _checked_image_type(path: Path, schema: pa.Schema) -> pa.FixedSizeListType:
+def pixel_values(images: pa.Array, pixel_dtype: np.dtype) -> np.ndarray:
+    """The pixels of an `image` column, flat: a fixed-size list's values, or a fixed-size binary
+    column's bytes read as `pixel_dtype` (without a copy)."""
+    if pa.types.is_fixed_size_binary(images.type):
+        width = images.type.byte_width
+        return np.frombuffer(
+            images.buffers()[1],
+            dtype=pixel_dtype,
+            count=len(images) * width // pixel_dtype.itemsize,
+            offset=images.offset * width,
+        )
+    return images.flatten().to_numpy(zero_copy_only=False)
+
+
+def _checked_image_type(path: Path, schema: pa.Schema) -> tuple[np.dtype, int]:
+    """The pixels' dtype and count an image of `path` has, once its columns are checked."""
     if sorted(schema.names) != [IMAGE_COLUMN, LABEL_COLUMN]:
         raise DataSourceError(
             f"{path}: columns are {sorted(schema.names)}; expected exactly "
@@ -85,21 +106,27 @@ def _checked_image_type(path: Path, schema: pa.Schema) -> pa.FixedSizeListType:
         )
     image_type = schema.field(IMAGE_COLUMN).type
     label_type = schema.field(LABEL_COLUMN).type
-    if not pa.types.is_fixed_size_list(image_type) or not (
-        pa.types.is_integer(image_type.value_type) or pa.types.is_floating(image_type.value_type)
-    ):
-        raise DataSourceError(
-            f"{path}: column {IMAGE_COLUMN!r} has type {image_type}; expected a fixed-size list "
-            "of integer or float pixels"
-        )
     if not pa.types.is_integer(label_type):
         raise DataSourceError(
             f"{path}: column {LABEL_COLUMN!r} has type {label_type}; expected an integer type"
         )
-    return image_type
+    packed = (schema.metadata or {}).get(PIXEL_TYPE_METADATA_KEY, b"").decode(errors="replace")
+    if pa.types.is_fixed_size_binary(image_type) and packed in PACKED_PIXEL_TYPES:
+        pixel_dtype = PACKED_PIXEL_TYPES[packed]
+        if image_type.byte_width % pixel_dtype.itemsize == 0:
+            return pixel_dtype, image_type.byte_width // pixel_dtype.itemsize
+    if pa.types.is_fixed_size_list(image_type) and (
+        pa.types.is_integer(image_type.value_type) or pa.types.is_floating(image_type.value_type)
+    ):
+        return np.dtype(image_type.value_type.to_pandas_dtype()), image_type.list_size
+    raise DataSourceError(
+        f"{path}: column {IMAGE_COLUMN!r} has type {image_type}; expected a fixed-size list "
+        "of integer or float pixels (or fixed-size binary with the schema metadata "
+        "trainflow.pixel_type 'uint8' or 'float32', as prepared data stores them)"
+    )
 
 
-def _image_chunks(path: Path, shape: tuple[int, ...]) -> ImageChunks:
+def _image_chunks(path: Path, shape: tuple[int, ...], pixel_dtype: np.dtype) -> ImageChunks:
     """Read the images of `path` batch by batch (`pyarrow.parquet.ParquetFile.iter_batches`, which
     streams a row group, where `pyarrow.dataset` would accumulate memory: apache/arrow#39808)."""
 
@@ -109,12 +136,10 @@ def _image_chunks(path: Path, shape: tuple[int, ...]) -> ImageChunks:
             with pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False) as parquet:
                 batches = parquet.iter_batches(batch_size=batch_rows, columns=[IMAGE_COLUMN])
                 for batch in batches:
-                    image_lists = batch.column(0)
-                    pixels = image_lists.flatten()
-                    if image_lists.null_count or pixels.null_count:
+                    images = batch.column(0)
+                    if images.null_count or _null_pixels(images):
                         raise _null_images_error(path, itertools.chain([batch], batches))
-                    values = pixels.to_numpy(zero_copy_only=False)
-                    yield values.reshape((batch.num_rows, *shape))
+                    yield pixel_values(images, pixel_dtype).reshape((batch.num_rows, *shape))
         except (OSError, pa.ArrowException) as error:
             raise _unreadable_parquet(path, error) from error
 
@@ -127,10 +152,15 @@ def _null_images_error(path: Path, batches: Iterable[pa.RecordBatch]) -> DataSou
     images = pixels = 0
     for batch in batches:
         images += batch.column(0).null_count
-        pixels += batch.column(0).flatten().null_count
+        pixels += _null_pixels(batch.column(0))
     if images:
         return _nulls_error(path, IMAGE_COLUMN, images, "images")
     return _nulls_error(path, IMAGE_COLUMN, pixels, "pixels")
+
+
+def _null_pixels(images: pa.Array) -> int:
+    """Null pixels in a list column (a binary column has none: its pixels are bytes)."""
+    return 0 if pa.types.is_fixed_size_binary(images.type) else images.flatten().null_count
 
 
 def _nulls_error(path: Path, column: str, nulls: int, what: str) -> DataSourceError:

@@ -28,7 +28,8 @@ PREPARED_FORMAT_VERSION = 3
 
 PREPARED_FORMAT_CHANGES = {
     2: "8-bit sources' pixels stay uint8; version 1 stored every pixel as float32 in [0, 1]",
-    3: "row groups sized for streaming, written in chunks",
+    3: "images as fixed-size binary (read many times faster than a list of pixels), in row "
+    "groups sized for streaming, written in chunks",
 }
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainflow.contract import PixelRange
@@ -16,8 +17,11 @@ from trainflow.data.parquet import (
     IMAGE_COLUMN,
     IMAGE_SHAPE_METADATA_KEY,
     LABEL_COLUMN,
+    PACKED_PIXEL_TYPES,
+    PIXEL_TYPE_METADATA_KEY,
     READ_BATCH_BYTES,
     READ_BUFFER_BYTES,
+    pixel_values,
 )
 from trainflow.data.validation import unit_pixels
 
@@ -34,7 +38,12 @@ class PreparedSplit:
         schema = metadata.schema.to_arrow_schema()
         shape_text = (schema.metadata or {})[IMAGE_SHAPE_METADATA_KEY].decode()
         self.image_shape = tuple(int(part) for part in shape_text.split(","))
-        self.pixel_dtype = np.dtype(schema.field(IMAGE_COLUMN).type.value_type.to_pandas_dtype())
+        image_type = schema.field(IMAGE_COLUMN).type
+        self.pixel_dtype = (
+            PACKED_PIXEL_TYPES[schema.metadata[PIXEL_TYPE_METADATA_KEY].decode()]
+            if pa.types.is_fixed_size_binary(image_type)
+            else np.dtype(image_type.value_type.to_pandas_dtype())  # a list of pixels
+        )
         self.rows = metadata.num_rows
         self.group_rows = [
             metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)
@@ -88,7 +97,7 @@ class PreparedSplit:
             for batch in parquet.iter_batches(
                 batch_size=batch_rows, row_groups=row_groups, use_threads=False
             ):
-                pixels = batch.column(IMAGE_COLUMN).flatten().to_numpy(zero_copy_only=False)
+                pixels = pixel_values(batch.column(IMAGE_COLUMN), self.pixel_dtype)
                 yield (
                     pixels.reshape((batch.num_rows, *self.image_shape)),
                     batch.column(LABEL_COLUMN).to_numpy(),

@@ -12,7 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
+from trainflow.data.parquet import (
+    IMAGE_COLUMN,
+    IMAGE_SHAPE_METADATA_KEY,
+    LABEL_COLUMN,
+    PIXEL_TYPE_METADATA_KEY,
+)
 from trainflow.data.raw import RawSplit
 from trainflow.data.splitting import SplitPlan, stream_splits
 from trainflow.paths import PREPARED_SPLITS, DataPaths
@@ -48,9 +53,12 @@ def write_splits(raw: dict[str, RawSplit], plan: SplitPlan, directory: DataPaths
 
 
 class SplitWriter:
-    """One prepared split, written to a Parquet file chunk by chunk: `image` (fixed-size list of
-    pixels: uint8 as an 8-bit source gave them, float32 in [0, 1] otherwise), `label` (int64),
-    and the image shape ("H,W" or "H,W,C") in the schema metadata.
+    """One prepared split, written to a Parquet file chunk by chunk: `image` (fixed-size binary:
+    each image's pixels in row-major order, uint8 as an 8-bit source gave them, float32 in [0, 1]
+    otherwise, little-endian), `label` (int64), and in the schema metadata the image shape ("H,W"
+    or "H,W,C") and the pixels' type ("uint8" or "float32"). Binary, not a list of pixels: pyarrow
+    reads a list column at about 125 MB/s, its levels decoded pixel by pixel, and the same bytes
+    as fixed-size binary at several GB/s.
 
     Every row group but the last of the file has exactly `row_group_rows` rows (the last has 1 to
     `row_group_rows`), so that a reader finds row i in row group i // row_group_rows and can read
@@ -59,14 +67,14 @@ class SplitWriter:
 
     def __init__(self, path: Path, image_shape: tuple[int, ...], pixel_dtype: np.dtype) -> None:
         self.row_group_rows = row_group_rows(image_shape, pixel_dtype)
-        self._pixel_type = pa.uint8() if pixel_dtype == np.uint8 else pa.float32()
-        self._pixel_count = math.prod(image_shape)
+        self._pixel_dtype = np.dtype(np.uint8 if pixel_dtype == np.uint8 else np.float32)
+        self._image_type = pa.binary(math.prod(image_shape) * self._pixel_dtype.itemsize)
         self._schema = pa.schema(
-            [
-                pa.field(IMAGE_COLUMN, pa.list_(self._pixel_type, self._pixel_count)),
-                pa.field(LABEL_COLUMN, pa.int64()),
-            ],
-            metadata={IMAGE_SHAPE_METADATA_KEY: ",".join(map(str, image_shape))},
+            [pa.field(IMAGE_COLUMN, self._image_type), pa.field(LABEL_COLUMN, pa.int64())],
+            metadata={
+                IMAGE_SHAPE_METADATA_KEY: ",".join(map(str, image_shape)),
+                PIXEL_TYPE_METADATA_KEY: self._pixel_dtype.name,
+            },
         )
         self._writer = pq.ParquetWriter(path, self._schema)
         self._held: list[tuple[np.ndarray, np.ndarray]] = []
@@ -123,13 +131,17 @@ class SplitWriter:
         return [
             pa.RecordBatch.from_arrays(
                 [
-                    pa.FixedSizeListArray.from_arrays(
-                        pa.array(images[start : start + step].reshape(-1), type=self._pixel_type),
-                        self._pixel_count,
-                    ),
+                    self._packed(images[start : start + step]),
                     pa.array(labels[start : start + step], type=pa.int64()),
                 ],
                 schema=self._schema,
             )
             for start in range(0, len(labels), step)
         ]
+
+    def _packed(self, images: np.ndarray) -> pa.Array:
+        """Images as a fixed-size binary column of their little-endian bytes."""
+        pixels = np.ascontiguousarray(images, dtype=self._pixel_dtype.newbyteorder("<"))
+        return pa.FixedSizeBinaryArray.from_buffers(
+            self._image_type, len(images), [None, pa.py_buffer(pixels)]
+        )
