@@ -17,6 +17,7 @@ from prefect import task
 from trainflow.checkpoints.state import ResumeState
 from trainflow.checkpoints.store import load_latest_checkpoint
 from trainflow.config import RunConfig
+from trainflow.data.preparation import fingerprints_of_the_same_rows
 from trainflow.errors import RunStateError
 from trainflow.orchestration.artifact_keys import progress_key
 from trainflow.orchestration.progress import ProgressArtifact
@@ -95,6 +96,8 @@ def _discard_stale_outputs(paths: RunPaths) -> None:
 def _check_resumable(
     state: ResumeState, config: RunConfig, data: PreparedData, paths: RunPaths
 ) -> None:
+    # A run checkpointed before trainflow changed how prepared data is stored: the same rows.
+    same_rows = fingerprints_of_the_same_rows(data.source_sha256, config.preparation)
     saved = {
         "model": state.model_kind,
         "optimizer": state.optimizer,
@@ -107,7 +110,7 @@ def _check_resumable(
         "model": config.model,
         "optimizer": config.optimizer,
         "learning_rate": config.learning_rate,
-        "data": data.fingerprint,
+        "data": state.data_fingerprint if state.data_fingerprint in same_rows else data.fingerprint,
         "seed": config.seed,
         "batch_size": config.batch_size,
     }

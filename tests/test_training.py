@@ -15,6 +15,7 @@ from tasks.prepare_data import prepare_data
 from tasks.train_model import train_model
 from tests.conftest import STEPS_PER_EPOCH, synthetic_images, write_idx_pair
 from trainflow.checkpoints.store import load_latest_checkpoint
+from trainflow.data.preparation import data_fingerprint
 from trainflow.data.prepared import read_split
 from trainflow.errors import RunStateError
 from trainflow.paths import ArtifactPaths
@@ -73,6 +74,28 @@ def test_finished_training_is_not_repeated(run):
     again = train_model(config, data, paths)
     assert again.resumed_from == 4 and again.optimizer_iterations == first.optimizer_iterations
     assert again.history == first.history
+
+
+def test_a_run_checkpointed_on_data_of_an_older_format_resumes_on_the_same_rows(run):
+    """Data prepared again in a new format (the same rows under a new fingerprint) does not stop a
+    run checkpointed before from resuming; data from another source still does."""
+    config, data, paths = run
+    with pytest.raises(InjectedFailure, match="after epoch 1"):
+        train_model(config.model_copy(update={"fail_at_epoch": 1}), data, paths)
+    version_2 = data_fingerprint(data.source_sha256, config.preparation, version=2)
+    manifests = sorted(paths.resume_dir.glob("step-*.json"))
+    assert manifests and version_2 != data.fingerprint
+    for manifest in manifests:  # as a run checkpointed before format 3 recorded its data
+        state = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps({**state, "data_fingerprint": version_2}))
+    result = train_model(config.model_copy(update={"epochs": 2}), data, paths)
+    assert (result.resumed_from, result.epochs_completed) == (1, 2)
+
+    for manifest in sorted(paths.resume_dir.glob("step-*.json")):
+        state = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps({**state, "data_fingerprint": "0123456789abcdef"}))
+    with pytest.raises(RunStateError, match="has checkpoints of data 0123456789abcdef"):
+        train_model(config.model_copy(update={"epochs": 3}), data, paths)
 
 
 def test_resuming_with_another_model_is_refused(run):

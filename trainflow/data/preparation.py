@@ -48,6 +48,16 @@ def data_fingerprint(
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def fingerprints_of_the_same_rows(source_sha256: str, preparation: PreparationSpec) -> set[str]:
+    """The fingerprints data prepared from this source in this way had in every format version.
+    Only how the rows are stored changed between versions, never the rows, their order or the
+    pixels a model is fed, so a run checkpointed on data of an older format resumes exactly."""
+    return {
+        data_fingerprint(source_sha256, preparation, version)
+        for version in range(1, PREPARED_FORMAT_VERSION + 1)
+    }
+
+
 def report_older_format(
     artifacts: ArtifactPaths, source_sha256: str, preparation: PreparationSpec
 ) -> None:
