@@ -8,6 +8,8 @@ The training options come from `RunConfig` (app/options.py). Imports stay inside
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
 from pathlib import Path
 
@@ -226,5 +228,25 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RUN_FAILED
 
 
+def entry_point() -> None:
+    """The `trainflow` command: `main`, then exit without the interpreter's teardown.
+
+    Once a command has returned and every exit handler has run (Prefect's log and event queues
+    drained, the temporary server stopped, the logs flushed), nothing is left to save, but
+    tearing down the modules and objects of TensorFlow and Keras took 1.6 s of a 20 s run here.
+    A command that raised keeps the ordinary exit."""
+    exit_status: list[int] = []
+
+    def exit_now() -> None:
+        if exit_status:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exit_status[0])
+
+    atexit.register(exit_now)  # registered first, so it runs after every other exit handler
+    exit_status.append(main())
+    sys.exit(exit_status[0])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

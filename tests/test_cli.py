@@ -185,3 +185,17 @@ def test_keras_download_path_loads_mnist_or_names_the_way_out(tmp_path):
         assert "--dataset idx:DIR, npz:FILE, parquet:DIR or images:DIR" in result
     else:
         assert result == "{'train': (60000, 28, 28), 'test': (10000, 28, 28)}"
+
+
+def test_flow_run_heartbeats_are_off_only_on_a_server_of_the_runs_own():
+    from prefect.settings import get_current_settings
+
+    from app.commands import _heartbeats
+
+    lasting = get_current_settings().flows.heartbeat_frequency
+    assert lasting is not None  # Prefect's default: a server that outlives the run hears them
+    with _heartbeats(None):  # against PREFECT_API_URL
+        assert get_current_settings().flows.heartbeat_frequency == lasting
+    with _heartbeats(object()):  # a server started for this run, which dies with it
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == lasting

@@ -17,6 +17,8 @@ MAX_FIGURE_INCHES = 20
 # Counts in the cells up to this many classes, class names on the axes up to this many.
 MAX_ANNOTATED_CLASSES = 20
 MAX_LABELLED_CLASSES = 60
+# Of each cell of the mistakes gallery, the share above the image kept for its title.
+TITLE_SHARE = 0.4
 
 
 def learning_curves(history: dict[str, list[float]], resumed_epochs: list[float]) -> bytes:
@@ -100,30 +102,59 @@ def confident_mistakes(
     are theirs, in that order; in colour for colour images)."""
     columns = 4
     rows = max(1, int(np.ceil(len(chosen) / columns)))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 2.2, rows * 2.5), squeeze=False)
-    for axis in axes.ravel():
-        axis.axis("off")
-    for axis, image, index in zip(axes.ravel(), images, chosen):
-        if image.ndim == 3 and image.shape[-1] == 3:
-            axis.imshow(image)
-        else:  # grayscale, or channels other than RGB: show the first
-            axis.imshow(image if image.ndim == 2 else image[..., 0], cmap="gray_r")
-        axis.set_title(
-            f"#{index}: true {class_names[labels[index]]}\npredicted "
-            f"{class_names[predicted[index]]} ({confidence[index]:.0%})",
-            fontsize=9,
-        )
+    figure, axis = plt.subplots(figsize=(columns * 2.2, rows * 2.5 + 0.4))
+    axis.axis("off")
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.5 / (rows * 2.5 + 0.4))
+    if len(chosen):
+        # One mosaic drawn once: a grid of axes, one per image, costs several times as much to
+        # lay out and render (measured: 0.7 s against 0.2 s for 16 MNIST images).
+        colour = images.ndim == 4 and images.shape[-1] == 3
+        shown = images if colour or images.ndim == 3 else images[..., 0]  # other channels: first
+        mosaic, (height, width) = _mosaic(shown, columns, rows)
+        axis.imshow(mosaic, cmap=None if colour else "gray_r", interpolation="nearest")
+        for position, index in enumerate(chosen):
+            row, column = divmod(position, columns)
+            axis.text(
+                column * width + width / 2,
+                row * height + TITLE_SHARE * height * 0.9,
+                f"#{index}: true {class_names[labels[index]]}\npredicted "
+                f"{class_names[predicted[index]]} ({confidence[index]:.0%})",
+                ha="center",
+                va="bottom",
+                fontsize=9,
+            )
     title = "Most confident mistakes" if len(chosen) else "No mistakes on the test set"
     figure.suptitle(title)
-    return _png(figure)
+    return _png(figure, tight=False)
+
+
+def _mosaic(images: np.ndarray, columns: int, rows: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """`images` (N, H, W) or (N, H, W, 3) tiled `columns` across, each in a cell with room above
+    it for its title and a margin around it, blank (the lowest value shown) elsewhere; and the
+    cell's (height, width)."""
+    height, width = images.shape[1:3]
+    margin = max(1, width // 10)
+    top = int(TITLE_SHARE * height / (1 - TITLE_SHARE))
+    cell = (top + height + margin, width + 2 * margin)
+    if images.ndim == 3:  # shown gray_r: the lowest value is white
+        blank = images.min()
+    else:  # RGB: white is the largest value of the type (uint8), or 1 (float pixels in [0, 1])
+        blank = np.iinfo(images.dtype).max if images.dtype.kind in "ui" else 1.0
+    mosaic = np.full((rows * cell[0], columns * cell[1], *images.shape[3:]), blank, images.dtype)
+    for position, image in enumerate(images):
+        row, column = divmod(position, columns)
+        y, x = row * cell[0] + top, column * cell[1] + margin
+        mosaic[y : y + height, x : x + width] = image
+    return mosaic, cell
 
 
 def _long(names: list[str]) -> bool:
     return max(map(len, names), default=0) > 3
 
 
-def _png(figure: plt.Figure) -> bytes:
-    figure.tight_layout()
+def _png(figure: plt.Figure, tight: bool = True) -> bytes:
+    if tight:
+        figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, dpi=DPI, format="png")
     plt.close(figure)
