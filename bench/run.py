@@ -124,7 +124,12 @@ def orchestration_overhead(api_url: str, directory: Path, repeats: int, epochs: 
             "against a running local server", running, directory / "running", repeats, epochs, 1.15
         ),
         _trainflow_against_plain(
-            "with its own temporary server", without_server, directory / "own", repeats, epochs, 1.25
+            "with its own temporary server",
+            without_server,
+            directory / "own",
+            repeats,
+            epochs,
+            1.25,
         ),
     ]
 
