@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,8 @@ def _flow_with_server(
         from trainflow.orchestration.prefect_server import LocalServer
 
         server = LocalServer().start()  # it boots while TensorFlow is imported below
+        warming = threading.Thread(target=server.warm_up, daemon=True)
+        warming.start()
         os.environ["PREFECT_API_URL"] = server.api_url
         # At exit, after Prefect's own exit handlers (registered later, run earlier) have sent
         # the last logs and events to it.
@@ -92,6 +95,7 @@ def _flow_with_server(
 
         hide_user_error_tracebacks()  # Prefect logs a failed task's traceback to the console
     if server is not None:
+        warming.join()
         server.wait_until_healthy()
     # Libraries print to stdout; with --json, stdout carries the result and nothing else.
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout), _heartbeats(server):

@@ -121,6 +121,23 @@ class LocalServer:
                 )
             time.sleep(0.1)
 
+    def warm_up(self) -> None:
+        """Wait for the server, then send it the first requests a flow run makes (its version, a
+        query of its database): a new server answers its first ones slowly (0.6 s measured), and
+        this way that time passes while the caller does other work (importing TensorFlow). Any
+        error is left for `wait_until_healthy` to report."""
+        try:
+            self.wait_until_healthy()
+            urllib.request.urlopen(f"{self.api_url}/admin/version", timeout=30).close()
+            query = urllib.request.Request(
+                f"{self.api_url}/flows/filter",
+                data=b'{"limit": 1}',
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(query, timeout=30).close()
+        except (OSError, RuntimeError):
+            return
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 30 s)."""
         if self.process is not None and self.process.poll() is None:
