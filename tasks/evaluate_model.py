@@ -59,7 +59,7 @@ def _evaluate(
     persisted: PersistedModel, training: TrainingResult, data: PreparedData, paths: RunPaths
 ) -> None:
     contract = training.contract
-    test = PreparedSplit(data.paths.split("test"))
+    test = PreparedSplit.of(data.paths, "test")
     labels = test.labels()
     loaded = load_saved_model(persisted.keras_model, training.recipe)
     rebuilt = build_model(training.recipe, training.image_shape, training.num_classes)

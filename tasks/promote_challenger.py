@@ -35,7 +35,7 @@ def promote_challenger(
                 if champion.data_fingerprint == summary.data_fingerprint
                 else accuracy_on(
                     artifacts.storage.local_copy(champions_run.keras_model),
-                    artifacts.data(summary.data_fingerprint).split("test"),
+                    artifacts.data(summary.data_fingerprint),
                     saved_contract(artifacts.storage.local_copy(champions_run.model_metadata)),
                     ModelRecipe(model=champion.parameters.get("model", "mlp")),
                 )

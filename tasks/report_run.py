@@ -81,7 +81,7 @@ def _draw(
     )
     labels, predicted, confidence = (column.to_numpy() for column in predictions.columns)
     chosen = plots.confident_mistake_rows(labels, predicted, confidence)
-    images = PreparedSplit(data.paths.split("test")).images_at(chosen)  # those rows only
+    images = PreparedSplit.of(data.paths, "test").images_at(chosen)  # those rows only
     mistakes = plots.confident_mistakes(
         images, chosen, labels, predicted, confidence, training.class_names
     )

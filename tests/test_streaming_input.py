@@ -10,6 +10,7 @@ import pytest
 from trainflow.contract import ModelContract, labels_for_loss
 from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
 from trainflow.data.prepared import PreparedSplit
+from trainflow.storage.artifacts import Storage
 from trainflow.training.inputs import model_pixels
 from trainflow.training.streaming import (
     epoch_windows,
@@ -31,7 +32,7 @@ def write_numbered_split(path, rows=ROWS, group_rows=GROUP_ROWS):
         }
     ).replace_schema_metadata({IMAGE_SHAPE_METADATA_KEY: "2,2"})
     pq.write_table(table, path, row_group_size=group_rows)
-    return PreparedSplit(path)
+    return PreparedSplit(path, Storage.at(path.parent))
 
 
 def fed_batches(split, epochs, window_groups, skip_steps=0):

@@ -17,7 +17,7 @@ from trainflow.data.split_writer import row_group_rows, write_splits
 from trainflow.data.splitting import SplitPlan, class_counts
 from trainflow.paths import ArtifactPaths, DataPaths
 from trainflow.results import PreparedData
-from trainflow.storage.digests import sha256_of_files
+from trainflow.storage.digests import sha256_of_files, sha256_of_stream
 
 logger = logging.getLogger("trainflow.prepare_data")
 
@@ -80,10 +80,12 @@ def report_older_format(
 
 def verified_prepared_data(paths: DataPaths) -> PreparedData | None:
     """The prepared data at `paths` if its manifest parses and every split file it lists has the
-    recorded sha256; None when there is none, or it is damaged (with a warning). Only checks:
-    damaged data is replaced by the next preparation, never deleted here. An error reading a file
-    is raised, not taken for damage."""
-    paths.storage.local_copy(paths.root)  # in an object store: prepared by any machine
+    recorded sha256; None when there is none, or it is damaged (with a warning). The splits are
+    hashed as they are read where they lie (in an object store by ranged reads: only the manifest
+    comes to the local face). Only checks: damaged data is replaced by the next preparation, never
+    deleted here. An error reading a file is raised, not taken for damage (in a store, after a
+    passing fault was retried)."""
+    paths.storage.refresh(paths.root, only=paths.manifest.name)  # in a store: by any machine
     try:
         prepared = prepared_from_manifest(paths, reused=True)
         recorded = json.loads(paths.manifest.read_bytes())["splits"]
@@ -92,15 +94,28 @@ def verified_prepared_data(paths: DataPaths) -> PreparedData | None:
         return None
     except (ValueError, KeyError, TypeError) as error:  # ValidationError and JSON errors too
         logger.warning(
-            "Prepared data %s has a damaged manifest (%s); preparing it again", paths.root, error
+            "Prepared data %s has a damaged manifest (%s); preparing it again",
+            paths.location,
+            error,
         )
         return None
     for name, sha256 in expected.items():
-        split_path = paths.split(name)
-        if not split_path.is_file() or sha256_of_files([split_path]) != sha256:
-            logger.warning("Prepared data %s is damaged (%s); preparing it again", paths.root, name)
+        if _sha256_of_split(paths, name) != sha256:
+            logger.warning(
+                "Prepared data %s is damaged (%s); preparing it again", paths.location, name
+            )
             return None
     return prepared
+
+
+def _sha256_of_split(paths: DataPaths, name: str) -> str | None:
+    """The digest of split `name` as its manifest records it; None when the file is missing."""
+    split = paths.split(name)
+    try:
+        with paths.storage.open_for_reading(split) as stream:
+            return sha256_of_stream(split.name, stream)
+    except FileNotFoundError:
+        return None
 
 
 def prepared_from_manifest(paths: DataPaths, reused: bool) -> PreparedData:

@@ -1,6 +1,8 @@
-"""Prepared data on disk, read back: a split file a row group at a time, so that no reader needs the whole split in
-memory: training streams windows of row groups, evaluation streams batches, the mistakes gallery
-reads the few rows it shows."""
+"""Prepared data read back where it lies: a split file a row group at a time, so that no reader
+needs the whole split in memory (training streams windows of row groups, evaluation streams
+batches, the mistakes gallery reads the few rows it shows) nor, in an object store, on disk: the
+file is read through its storage (`Storage.open_for_reading`), by ranged reads of the row groups
+read, never downloaded whole first."""
 
 from __future__ import annotations
 
@@ -24,17 +26,23 @@ from trainflow.data.parquet import (
     pixel_values,
 )
 from trainflow.data.validation import unit_pixels
+from trainflow.paths import DataPaths
+from trainflow.storage.artifacts import Storage
 
 Examples = tuple[np.ndarray, np.ndarray]
 
 
 class PreparedSplit:
     """One split as `trainflow/data/split_writer.py` writes it: images as stored (uint8 for an
-    8-bit source, float32 in [0, 1] otherwise) and int64 labels, in row groups."""
+    8-bit source, float32 in [0, 1] otherwise) and int64 labels, in row groups; the file at
+    `path`, read through `storage` (each read opens it anew: in a store, a row group comes over
+    the network each time it is read)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, storage: Storage) -> None:
         self.path = path
-        metadata = pq.read_metadata(path)
+        self.storage = storage
+        with storage.open_for_reading(path) as file:
+            metadata = pq.read_metadata(file)
         schema = metadata.schema.to_arrow_schema()
         shape_text = (schema.metadata or {})[IMAGE_SHAPE_METADATA_KEY].decode()
         self.image_shape = tuple(int(part) for part in shape_text.split(","))
@@ -48,6 +56,11 @@ class PreparedSplit:
         self.group_rows = [
             metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)
         ]
+
+    @classmethod
+    def of(cls, data: DataPaths, name: str) -> PreparedSplit:
+        """Split `name` (train, validation or test) of the prepared data at `data`."""
+        return cls(data.split(name), data.storage)
 
     @property
     def image_bytes(self) -> int:
@@ -71,7 +84,8 @@ class PreparedSplit:
 
     def labels(self) -> np.ndarray:
         """Every label, without reading a pixel."""
-        return pq.read_table(self.path, columns=[LABEL_COLUMN]).column(LABEL_COLUMN).to_numpy()
+        with self.storage.open_for_reading(self.path) as file, pq.ParquetFile(file) as parquet:
+            return parquet.read(columns=[LABEL_COLUMN]).column(LABEL_COLUMN).to_numpy()
 
     def images_at(self, rows: np.ndarray) -> np.ndarray:
         """The images of the given row numbers, in that order; reads only their row groups."""
@@ -93,7 +107,10 @@ class PreparedSplit:
         takes many times its pixels in Arrow buffers (levels, offsets), so a batch of a few
         hundred KiB keeps that small, whatever the size of a row group."""
         batch_rows = max(1, READ_BATCH_BYTES // self.image_bytes)
-        with pq.ParquetFile(self.path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False) as parquet:
+        with (
+            self.storage.open_for_reading(self.path) as file,
+            pq.ParquetFile(file, buffer_size=READ_BUFFER_BYTES, pre_buffer=False) as parquet,
+        ):
             for batch in parquet.iter_batches(
                 batch_size=batch_rows, row_groups=row_groups, use_threads=False
             ):
@@ -124,9 +141,10 @@ class PreparedSplit:
 
 
 def read_split(path: Path, pixels: PixelRange = "unit") -> Examples:
-    """A whole prepared split in memory, as float32 images (N, H, W) or (N, H, W, C) in the range
-    `pixels` (`unit`: [0, 1]; `raw`: the source's values, 0..255 for 8-bit pixels) and int64
-    labels. For tests and benchmarks; the stages stream."""
-    images, labels = PreparedSplit(path).read()
+    """The whole prepared split at `path` (a local file, or one under a store's local face) in
+    memory, as float32 images (N, H, W) or (N, H, W, C) in the range `pixels` (`unit`: [0, 1];
+    `raw`: the source's values, 0..255 for 8-bit pixels) and int64 labels. For tests and
+    benchmarks; the stages stream."""
+    images, labels = PreparedSplit(path, Storage.at(path.parent)).read()
     images = unit_pixels(images) if pixels == "unit" else images
     return images.astype(np.float32, copy=False), labels

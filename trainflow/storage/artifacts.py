@@ -13,7 +13,8 @@ and `location(path)` the one a user is shown (a path, or the object's URL).
   last. `commit` does the same for what a library wrote in place (TensorBoard's logs, the best
   epoch's weights `ModelCheckpoint` writes).
 - Reads see only what is committed: `local_copy` (a file or directory as a real file for Keras,
-  TensorFlow or pyarrow), `refresh` (a directory's committed contents, e.g. before listing it).
+  TensorFlow or pyarrow), `refresh` (a directory's committed contents, e.g. before listing it),
+  `open_for_reading` (a file read where it lies: in a store by ranged reads, never downloaded).
 - `remove`, `move`, and `lock`: an flock locally, a fenced lease in a store.
 - Fencing: in a store, every write under a directory guarded by a lease this process holds is made
   only while the lease is valid (`check_owner` asks without writing), and `owner_generation`
@@ -30,7 +31,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from trainflow.storage import atomic, fencing, mirror
 from trainflow.storage.locations import is_url, local_path_of
@@ -127,6 +128,23 @@ class Storage:
         """Bring the committed contents of the directory `path` (with `only`, its files of that
         name) to the local face, e.g. before listing it."""
         mirror.fetch(path, only=only)
+
+    @contextmanager
+    def open_for_reading(self, path: Path) -> Iterator[BinaryIO]:
+        """The committed file `path` as a seekable binary file for the block, read where it lies:
+        locally the file itself, opened by pyarrow (whose Parquet reader then reads it as fast as
+        from its path); in a store the object by HTTP ranged reads, a bounded read-ahead at a
+        time, each retried on a transient fault, with nothing downloaded to the local face. A
+        missing file, or one its directory's commit marker does not list, raises
+        FileNotFoundError."""
+        if self.is_remote:
+            opened = mirror.open_committed(path)
+        else:
+            import pyarrow  # only the readers of files in place pay for the import
+
+            opened = pyarrow.OSFile(str(path))
+        with opened as file:
+            yield file
 
     # Ownership
 

@@ -13,6 +13,8 @@ directory that stands for the root, and this module keeps the two in step:
 - `fetch(path)`: before reading, download the key (or every key under it) into the scratch; of a
   directory with a commit marker, only the files its marker lists as committed (none while it is
   being written), so a reader never sees a directory in part.
+- `open_committed(path)`: the same committed file read in place, by ranged reads (`ranged.py`),
+  with nothing downloaded to the scratch (prepared data, read a row group at a time).
 - `remove(path)`, `move(source, target)`: delete or rename locally and in the store (a rename is a
   copy and a delete there).
 - `location(path)`: the URL a user sees for a scratch path (`s3://…`), or the path itself.
@@ -32,6 +34,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from trainflow.storage.ranged import RangedFile, open_object
 from trainflow.storage.stores import ObjectStore
 
 MANIFEST = "manifest.json"  # a directory's own description, uploaded last among its files
@@ -116,7 +119,7 @@ def fetch(path: Path, only: str | None = None) -> None:
     root, store = found
     keys = store.keys(_key(root, path))
     committed = {
-        key[: -len(COMMIT_MARKER) - 1]: _committed_files(store, key)
+        key[: -len(COMMIT_MARKER) - 1]: _committed_files(store, key) or set()
         for key in keys
         if key.rpartition("/")[2] == COMMIT_MARKER
     }
@@ -128,12 +131,29 @@ def fetch(path: Path, only: str | None = None) -> None:
             store.get_file(child_key, root / child_key)
 
 
-def _committed_files(store: ObjectStore, marker_key: str) -> set[str]:
-    """The files (relative to its directory) the marker at `marker_key` lists as committed."""
+def open_committed(path: Path) -> RangedFile:
+    """The mirrored file `path` as it is committed in the store, opened for ranged reads; a file
+    that is missing, or inside a directory whose commit marker does not list it (the innermost
+    marked directory decides, as in `fetch`), raises FileNotFoundError."""
+    store, key = store_of(path)
+    directory = key
+    while "/" in directory:
+        directory = directory.rpartition("/")[0]
+        listed = _committed_files(store, f"{directory}/{COMMIT_MARKER}")
+        if listed is not None:
+            if key[len(directory) + 1 :] not in listed:
+                raise FileNotFoundError(f"{location(path)} is not committed")
+            break
+    return open_object(store, key)
+
+
+def _committed_files(store: ObjectStore, marker_key: str) -> set[str] | None:
+    """The files (relative to its directory) the marker at `marker_key` lists as committed; None
+    when there is no marker (or it was removed since it was listed: the directory is gone)."""
     try:
         marker = json.loads(store.read_bytes(marker_key))
-    except FileNotFoundError:  # removed since it was listed: the directory is gone
-        return set()
+    except FileNotFoundError:
+        return None
     except ValueError:
         return set()
     return set(marker.get("files", [])) if marker.get("state") == "committed" else set()

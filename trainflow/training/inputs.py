@@ -1,6 +1,7 @@
 """What the model is fed: the prepared splits as `tf.data` pipelines, held in memory or streamed
-from disk (chosen by their size against the memory budget), with pixels scaled in the pipeline to
-the range the model expects and labels in the form its loss takes."""
+from where they lie, disk or object store (chosen by their size against the memory budget), with
+pixels scaled in the pipeline to the range the model expects and labels in the form its loss
+takes."""
 
 from __future__ import annotations
 
@@ -133,8 +134,8 @@ def training_input(
     """The input of a run on `data`: `data_input` if it says memory or stream, else in memory when
     the training and validation images fit in `memory_budget` as the in-memory path holds them.
     A resumed run keeps `resumed_order`, the order it started with."""
-    train = PreparedSplit(data.paths.split("train"))
-    validation = PreparedSplit(data.paths.split("validation"))
+    train = PreparedSplit.of(data.paths, "train")
+    validation = PreparedSplit.of(data.paths, "validation")
     if resumed_order is not None:
         mode, reason = resumed_order.input, "as the run started"
         window_groups = resumed_order.window_groups or 1

@@ -9,6 +9,7 @@ import numpy as np
 
 from trainflow.contract import ModelContract, class_probabilities, labels_for_loss
 from trainflow.data.prepared import PreparedSplit
+from trainflow.paths import DataPaths
 from trainflow.recipe import ModelRecipe
 from trainflow.results import ModelMetadata
 from trainflow.training.inputs import prediction_batches
@@ -17,14 +18,14 @@ from trainflow.training.models import load_saved_model
 
 def accuracy_on(
     model_path: Path,
-    test_split: Path,
+    data: DataPaths,
     contract: ModelContract,
     recipe: ModelRecipe | None = None,
 ) -> float:
     """Test accuracy of the saved `.keras` model at `model_path` (built by `recipe`, whose builder
-    module registers its custom layers, and fed and read as `contract` says) on a prepared test
-    split."""
-    split = PreparedSplit(test_split)
+    module registers its custom layers, and fed and read as `contract` says) on the test split of
+    the prepared data at `data`."""
+    split = PreparedSplit.of(data, "test")
     model = load_saved_model(model_path, recipe)
     _, probabilities = loss_and_probabilities(model, split, contract)
     return float((probabilities.argmax(axis=1) == split.labels()).mean())
