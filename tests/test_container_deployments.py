@@ -221,7 +221,7 @@ def test_the_package_builds_and_the_entrypoints_load_from_the_copied_files(tmp_p
     with zipfile.ZipFile(wheel) as archive:
         top_level = {name.split("/")[0] for name in archive.namelist()}
         (entry_points,) = [name for name in archive.namelist() if name.endswith("entry_points.txt")]
-        assert "trainflow = app.cli:main" in archive.read(entry_points).decode()
+        assert "trainflow = app.cli:entry_point" in archive.read(entry_points).decode()
     assert {name for name in top_level if not name.endswith(".dist-info")} == project_packages()
 
     entrypoints = sorted({deployment["entrypoint"] for deployment in containers["deployments"]})
