@@ -19,7 +19,7 @@ from trainflow.reports.metrics import (
 from trainflow.results import Evaluation, PersistedModel, PreparedData, TrainingResult
 from trainflow.runs.stage_records import run_stage_once
 from trainflow.training.models import build_model, load_saved_model
-from trainflow.training.scoring import loss_and_probabilities
+from trainflow.training.scoring import losses_and_probabilities
 
 logger = logging.getLogger("trainflow.evaluate")
 STAGE = "evaluate_model"
@@ -64,8 +64,9 @@ def _evaluate(
     loaded = load_saved_model(persisted.keras_model, training.recipe)
     rebuilt = build_model(training.recipe, training.image_shape, training.num_classes)
     rebuilt.load_weights(persisted.weights)
-    loaded_loss, probabilities = loss_and_probabilities(loaded, test, contract)
-    rebuilt_loss, rebuilt_probabilities = loss_and_probabilities(rebuilt, test, contract)
+    (loaded_loss, probabilities), (rebuilt_loss, rebuilt_probabilities) = losses_and_probabilities(
+        [loaded, rebuilt], test, contract, labels
+    )
     loaded_predictions = probabilities.argmax(axis=1)
     rebuilt_predictions = rebuilt_probabilities.argmax(axis=1)
     if not np.array_equal(loaded_predictions, rebuilt_predictions) or not math.isclose(

@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import io
 import struct
@@ -12,17 +13,24 @@ from tests.conftest import synthetic_images, write_idx, write_idx_pair
 from trainflow.config import DataSource
 from trainflow.data.idx import read_idx_file
 from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
+from trainflow.data.raw import RawSplit
 from trainflow.data.sources import locate_source_files, read_source
 from trainflow.errors import DataSourceError
 
 
 def read(spec: str):
-    """The splits of `spec`, every image read (the readers' errors included)."""
+    """The splits of `spec`, every image read into `images` (the readers' errors included)."""
     source = DataSource.parse(spec)
     return {
-        name: split.read_whole()
+        name: read_whole(split)
         for name, split in read_source(source, locate_source_files(source)).items()
     }
+
+
+def read_whole(split: RawSplit) -> RawSplit:
+    empty = np.empty((0, *split.shape[1:]), split.pixel_dtype)  # for a split without rows
+    images = np.concatenate([empty, *split.image_chunks(max(1, split.count))])
+    return dataclasses.replace(split, images=images)
 
 
 def test_single_idx_pair_is_one_split(idx_dir):

@@ -3,7 +3,6 @@ pixels are read, all its labels, and its images, read in row order a chunk at a 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -37,14 +36,6 @@ class RawSplit:
     def count(self) -> int:
         """The number of images the source declares (0 for a shape without dimensions)."""
         return self.shape[0] if self.shape else 0
-
-    def read_whole(self) -> RawSplit:
-        """This split with all its images read into memory (for data known to fit)."""
-        if self.images is not None:
-            return self
-        empty = np.empty((0, *self.shape[1:]), self.pixel_dtype)  # for a split without rows
-        images = np.concatenate([empty, *self.image_chunks(max(1, self.count))])
-        return dataclasses.replace(self, image_chunks=_slices_of(images), images=images)
 
 
 def _slices_of(images: np.ndarray) -> ImageChunks:

@@ -21,7 +21,12 @@ from trainflow.data.validation import MAX_PIXEL_VALUE
 from trainflow.results import PreparedData
 from trainflow.sizes import format_size
 from trainflow.training.pipeline import training_batches
-from trainflow.training.streaming import streaming_batches, window_groups_for
+from trainflow.training.streaming import (
+    batch_spec,
+    images_spec,
+    streaming_batches,
+    window_groups_for,
+)
 
 logger = logging.getLogger("trainflow.train")
 
@@ -81,10 +86,7 @@ class TrainingInput:
             batches = tf.data.Dataset.from_tensor_slices((images, self._targets(labels)))
             return self._for_model(batches.batch(batch_size))
         targets = self._targets(np.zeros(1, dtype=np.int64))
-        signature = (
-            tf.TensorSpec((None, *self.validation.image_shape), self.validation.pixel_dtype),
-            tf.TensorSpec((None, *targets.shape[1:]), targets.dtype),
-        )
+        signature = (images_spec(self.validation), batch_spec(targets))
         batches = tf.data.Dataset.from_generator(
             lambda: (
                 (images, self._targets(labels))
@@ -164,12 +166,11 @@ def training_input(
 
 def prediction_batches(split: PreparedSplit, pixels: PixelRange) -> tf.data.Dataset:
     """A split's images in file order, streamed in batches, for `model.predict`."""
-    signature = tf.TensorSpec((None, *split.image_shape), split.pixel_dtype)
     model_image_bytes = split.image_bytes // split.pixel_dtype.itemsize * 4  # as float32
     batch_rows = max(1, min(PREDICTION_BATCH_SIZE, PREDICTION_BATCH_BYTES // model_image_bytes))
     batches = tf.data.Dataset.from_generator(
         lambda: (images for images, _ in split.batches(batch_rows)),
-        output_signature=signature,
+        output_signature=images_spec(split),
     )
     scale = tf.autograph.experimental.do_not_convert(lambda images: model_pixels(images, pixels))
     return batches.map(scale).prefetch(PREFETCH_BATCHES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -27,8 +28,9 @@ def accuracy_on(
     the prepared data at `data`."""
     split = PreparedSplit.of(data, "test")
     model = load_saved_model(model_path, recipe)
-    _, probabilities = loss_and_probabilities(model, split, contract)
-    return float((probabilities.argmax(axis=1) == split.labels()).mean())
+    labels = split.labels()
+    [(_, probabilities)] = losses_and_probabilities([model], split, contract, labels)
+    return float((probabilities.argmax(axis=1) == labels).mean())
 
 
 def saved_contract(metadata: Path) -> ModelContract:
@@ -39,17 +41,24 @@ def saved_contract(metadata: Path) -> ModelContract:
     return ModelMetadata.model_validate_json(metadata.read_text()).contract
 
 
-def loss_and_probabilities(
-    model: keras.Model, split: PreparedSplit, contract: ModelContract
-) -> tuple[float, np.ndarray]:
-    """The mean loss and the (N, K) class probabilities on a prepared split, from one pass over its
-    images streamed in the pixel range of `contract`. The loss is the model's own compiled loss of
-    its outputs and the labels in the form it takes, as `evaluate` computes it, without a second
-    pass; the outputs and labels are held (N × K numbers), never the images."""
-    outputs = model.predict(prediction_batches(split, contract.pixels), verbose=0)
-    labels = split.labels()
-    probabilities = class_probabilities(outputs, contract)
-    loss = keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
-    targets = labels_for_loss(labels, contract, probabilities.shape[1])
-    losses = keras.ops.convert_to_numpy(loss(targets, outputs))
-    return float(np.mean(losses, dtype=np.float64)), probabilities
+def losses_and_probabilities(
+    models: Sequence[keras.Model], split: PreparedSplit, contract: ModelContract, labels: np.ndarray
+) -> list[tuple[float, np.ndarray]]:
+    """Each model's mean loss and (N, K) class probabilities on a prepared split whose labels are
+    `labels`, from one pass over its images streamed in the pixel range of `contract` (each batch
+    read once, fed to every model). The loss is the model's own compiled loss of its outputs and
+    the labels in the form it takes, as `evaluate` computes it, without a second pass; the outputs
+    are held (N × K numbers), never the images."""
+    batches: list[list[np.ndarray]] = [[] for _ in models]
+    for images in prediction_batches(split, contract.pixels):
+        for model, outputs in zip(models, batches):
+            outputs.append(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
+    scores = []
+    for model, outputs in zip(models, batches):
+        outputs = np.concatenate(outputs)
+        probabilities = class_probabilities(outputs, contract)
+        loss = keras.losses.get(model.loss) if isinstance(model.loss, str) else model.loss
+        targets = labels_for_loss(labels, contract, probabilities.shape[1])
+        losses = keras.ops.convert_to_numpy(loss(targets, outputs))
+        scores.append((float(np.mean(losses, dtype=np.float64)), probabilities))
+    return scores

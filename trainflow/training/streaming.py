@@ -78,10 +78,7 @@ def streaming_batches(
                 del images, labels  # before the next window is read: one window at a time
             start = end
 
-    signature = (
-        tf.TensorSpec((None, *split.image_shape), tf.as_dtype(split.pixel_dtype)),
-        tf.TensorSpec((None, *sample_targets.shape[1:]), tf.as_dtype(sample_targets.dtype)),
-    )
+    signature = (images_spec(split), batch_spec(sample_targets))
     starts = [
         (epoch, skip_steps * batch_size if index == 0 else 0) for index, epoch in enumerate(epochs)
     ]
@@ -96,3 +93,13 @@ def streaming_batches(
     return tf.data.Dataset.from_tensor_slices(np.array(starts, dtype=np.int64)).flat_map(
         epoch_batches
     )
+
+
+def images_spec(split: PreparedSplit) -> tf.TensorSpec:
+    """The spec of a batch of `split`'s images as stored, for `from_generator`."""
+    return tf.TensorSpec((None, *split.image_shape), tf.as_dtype(split.pixel_dtype))
+
+
+def batch_spec(sample: np.ndarray) -> tf.TensorSpec:
+    """The spec of a batch of arrays like the batch `sample` (e.g. labels as a loss takes them)."""
+    return tf.TensorSpec((None, *sample.shape[1:]), tf.as_dtype(sample.dtype))
