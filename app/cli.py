@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         "such as 0.0.0.0, opens it to the network and turns on --auth)",
     )
     stack.add_argument(
+        "--ui-host",
+        metavar="ADDRESS",
+        help="address browsers reach the server at, for its UI (default: --host, or this "
+        "machine's address when --host is 0.0.0.0 or ::)",
+    )
+    stack.add_argument(
         "--home",
         type=Path,
         default=Path(".prefect-home"),

@@ -7,16 +7,13 @@ Prefect.
 from __future__ import annotations
 
 import argparse
-import atexit
-import contextlib
 import json
-import os
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.flow_runs import flow_with_server
 from app.options import config_from_arguments
 
 EXIT_USER_ERROR = 2
@@ -31,7 +28,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         return training_flow
 
-    summary = _flow_with_server(args, training)
+    summary = flow_with_server(args, training)
     if summary is None:
         return EXIT_USER_ERROR
     if args.json:
@@ -49,7 +46,7 @@ def retrain_command(args: argparse.Namespace) -> int:
 
         return lambda config: retraining_flow(config, tolerance=args.tolerance)
 
-    decision = _flow_with_server(args, retraining)
+    decision = flow_with_server(args, retraining)
     if decision is None:
         return EXIT_USER_ERROR
     if args.json:
@@ -58,60 +55,6 @@ def retrain_command(args: argparse.Namespace) -> int:
         verdict = "promoted to champion" if decision.promoted else "not promoted"
         print(f"Run {decision.run_name} {verdict}: {decision.reason}")
     return 0
-
-
-def _flow_with_server(
-    args: argparse.Namespace, import_flow: Callable[[], Callable[[Any], Any]]
-) -> Any:
-    """Run the flow `import_flow()` returns, on the config the options give (None after printing
-    what is wrong with them), against PREFECT_API_URL or a local server of its own. The flow is
-    imported (TensorFlow and Prefect with it) only once the options are valid, while the server
-    boots."""
-    config = config_from_arguments(args)
-    if config is None:
-        return None
-    from trainflow.data.sources import locate_source_files
-    from trainflow.paths import ArtifactPaths
-
-    locate_source_files(config.source)  # a missing path fails here, before any server starts
-    ArtifactPaths.at(config.artifacts)  # and so does a store that is missing or refuses us
-    server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        from trainflow.orchestration.prefect_server import LocalServer
-
-        server = LocalServer().start()  # it boots while TensorFlow is imported below
-        warming = threading.Thread(target=server.warm_up, daemon=True)
-        warming.start()
-        os.environ["PREFECT_API_URL"] = server.api_url
-        # At exit, after Prefect's own exit handlers (registered later, run earlier) have sent
-        # the last logs and events to it.
-        atexit.register(server.stop)
-    run_flow = import_flow()
-    from trainflow.training.builders import check_builder
-
-    check_builder(config.model)  # a builder that cannot be imported fails before any work
-    if not args.debug:
-        from trainflow.errors import hide_user_error_tracebacks
-
-        hide_user_error_tracebacks()  # Prefect logs a failed task's traceback to the console
-    if server is not None:
-        warming.join()
-        server.wait_until_healthy()
-    # Libraries print to stdout; with --json, stdout carries the result and nothing else.
-    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout), _heartbeats(server):
-        return run_flow(config)
-
-
-def _heartbeats(own_server: Any) -> contextlib.AbstractContextManager[Any]:
-    """Prefect's flow run heartbeats, which let a server mark a vanished run Crashed: kept against
-    a server that outlives the run; off with a server of the run's own, which dies with it and so
-    has no one to tell, and whose heartbeat thread, joined at the end of the flow run in 1-second
-    sleeps, cost up to 1 s of every run."""
-    if own_server is None:
-        return contextlib.nullcontext()
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def _print_summary(summary: Any) -> None:
@@ -190,6 +133,7 @@ def stack_command(args: argparse.Namespace) -> int:
         postgres=args.postgres,
         database_url=args.database_url,
         auth=args.auth,
+        ui_host=args.ui_host,
     )
     stack = stack_up(project_dir, home, options)
     if stack.postgres is not None:
@@ -206,7 +150,7 @@ def stack_command(args: argparse.Namespace) -> int:
         else f"{len(pids)} workers (pids {', '.join(map(str, pids))})"
     )
     print(
-        f"Prefect server {stack.api_url} (UI: {stack.api_url.removesuffix('/api')}), {started}. "
+        f"Prefect server {stack.api_url} (UI: {stack.ui_url}), {started}. "
         f"Point prefect commands at it with:\n  export PREFECT_API_URL={stack.api_url}"
     )
     if stack.auth_file is not None:

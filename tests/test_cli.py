@@ -105,6 +105,9 @@ def test_run_json_reports_files_that_exist(idx_dir, artifacts, cli_environment):
     assert summary["epochs_completed"] == 2 and summary["resumed_from"] is None
     assert summary["run_dir"].endswith(summary["run_name"])
     assert f"Run {summary['run_name']} in" in completed.stderr
+    # Its own server stops with it: no link to a page that dies, one line on how to see runs.
+    assert "View at" not in completed.stderr and "http://127.0.0.1:" not in completed.stdout
+    assert completed.stderr.count("trainflow stack up") == 1
     runs = json.loads(
         trainflow("runs", "--artifacts", artifacts, "--json", env=cli_environment).stdout
     )
@@ -187,15 +190,18 @@ def test_keras_download_path_loads_mnist_or_names_the_way_out(tmp_path):
         assert result == "{'train': (60000, 28, 28), 'test': (10000, 28, 28)}"
 
 
-def test_flow_run_heartbeats_are_off_only_on_a_server_of_the_runs_own():
-    from prefect.settings import get_current_settings
+def test_heartbeats_and_ui_links_are_off_only_on_a_server_of_the_runs_own(capsys):
+    from prefect.settings import PREFECT_UI_URL, get_current_settings
 
-    from app.commands import _heartbeats
+    from app.flow_runs import SEE_RUNS_IN_THE_UI, _on_a_server_of_its_own
 
     lasting = get_current_settings().flows.heartbeat_frequency
     assert lasting is not None  # Prefect's default: a server that outlives the run hears them
-    with _heartbeats(None):  # against PREFECT_API_URL
+    with _on_a_server_of_its_own(None):  # against PREFECT_API_URL
         assert get_current_settings().flows.heartbeat_frequency == lasting
-    with _heartbeats(object()):  # a server started for this run, which dies with it
+    assert capsys.readouterr().err == ""
+    with _on_a_server_of_its_own(object()):  # a server started for this run, which dies with it
         assert get_current_settings().flows.heartbeat_frequency is None
+        assert not PREFECT_UI_URL.value()  # Prefect's "View at" link is not logged
+    assert capsys.readouterr().err.strip() == SEE_RUNS_IN_THE_UI
     assert get_current_settings().flows.heartbeat_frequency == lasting

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,6 +186,18 @@ def wait_for_log(client, flow_run_id, text: str, timeout: float = 60) -> bool:
             return True
         time.sleep(1)
     return False
+
+
+@in_ci_on("sqlite")
+def test_the_ui_of_a_stack_on_another_port_talks_to_that_port(stack):
+    """Prefect's UI asks the server which API to call; on any port but 4200 the answer used to be
+    port 4200 (the UI showed "Oops. Something went wrong.")."""
+    ui_url = stack.record.ui_url
+    assert ui_url == stack.api_url.removesuffix("/api")  # on loopback, the same address
+    with urllib.request.urlopen(f"{ui_url}/ui-settings", timeout=30) as response:
+        assert json.load(response)["api_url"] == stack.api_url
+    with urllib.request.urlopen(ui_url, timeout=30) as response:
+        assert "<html" in response.read().decode().lower()
 
 
 @in_ci_on("sqlite")

@@ -13,6 +13,7 @@ def test_a_stack_json_of_one_worker_from_before_several_workers_still_reads(tmp_
     stack = read_stack(tmp_path)
     assert stack.worker_pids == [12] and stack.worker_pid == 12
     assert stack.postgres is None and stack.auth_file is None
+    assert stack.ui_url == "http://127.0.0.1:4200"  # as the API's address, as printed then
 
 
 def test_stack_json_keeps_the_first_worker_pid_for_its_older_readers():
@@ -34,3 +35,15 @@ def test_a_recorded_postgres_pid_now_held_by_another_process_is_left_alone(tmp_p
     assert not cluster_is_running(cluster)
     stop_cluster(cluster)  # would stop this very process if it trusted the pid
     assert not cluster_is_running(cluster)
+
+
+def test_the_ui_address_is_what_a_browser_opens():
+    from trainflow.orchestration.prefect_server import LocalServer
+
+    assert LocalServer(port=4399).ui_url == "http://127.0.0.1:4399"
+    on_every_address = LocalServer(host="0.0.0.0", port=4399)
+    assert on_every_address.api_url == "http://127.0.0.1:4399/api"  # clients on this machine
+    assert "0.0.0.0" not in on_every_address.ui_url  # a browser cannot open that address
+    given = LocalServer(host="0.0.0.0", port=4399, ui_host="trainer.example.org")
+    assert given.ui_url == "http://trainer.example.org:4399"
+    assert LocalServer(host="::1", port=4399).ui_url == "http://[::1]:4399"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 SERVER_START_TIMEOUT = 120
 LOOPBACK = "127.0.0.1"  # the default: reachable from this machine only
+EVERY_ADDRESS = ("0.0.0.0", "::")
 # The `prefect` command of this environment (the worker and the server must run in it).
 PREFECT_COMMAND = str(Path(sys.executable).with_name("prefect"))
 PR_SET_PDEATHSIG = 1
@@ -30,6 +31,25 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def browser_host(host: str) -> str:
+    """The address a browser uses to reach a server listening on `host`: `host` itself, or for
+    every address (0.0.0.0, ::) this machine's address on its default route (its name when it
+    has no route), which other machines can reach too."""
+    if host not in EVERY_ADDRESS:
+        return host
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # a documentation address: no packet is sent
+            return probe.getsockname()[0]
+        except OSError:
+            return socket.gethostname()
+
+
+def _url_host(host: str) -> str:
+    """`host` as a URL writes it (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def is_healthy(api_url: str) -> bool:
@@ -55,6 +75,8 @@ class LocalServer:
     puts it in a session of its own that outlives this process, for a long-lived local stack.
     `settings` are environment variables for the server only (its database URL, its basic-auth
     string): they may hold secrets, so they are passed to the server and kept nowhere else.
+    `ui_host` is the address browsers reach it at (default: `browser_host(host)`); its UI,
+    `ui_url`, talks to the API at that address and this port.
     """
 
     def __init__(
@@ -66,14 +88,17 @@ class LocalServer:
         log: Path | None = None,
         host: str = LOOPBACK,
         settings: dict[str, str] | None = None,
+        ui_host: str | None = None,
     ) -> None:
         self.home = home
         self.services = services
         self.port = port or free_port()
         self.host = host
         # Clients on this machine reach a server listening on every address through loopback.
-        client_host = LOOPBACK if host in ("0.0.0.0", "::") else host
-        self.api_url = f"http://{client_host}:{self.port}/api"
+        client_host = LOOPBACK if host in EVERY_ADDRESS else host
+        self.api_url = f"http://{_url_host(client_host)}:{self.port}/api"
+        # What a browser opens, on this machine or (off loopback) another one.
+        self.ui_url = f"http://{_url_host(ui_host or browser_host(host))}:{self.port}"
         self.detached = detached
         self.settings = settings or {}
         self.process: subprocess.Popen | None = None
@@ -84,6 +109,10 @@ class LocalServer:
         environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
         # A server for one run needs no UI; a long-lived one is there to be looked at.
         environment["PREFECT_UI_ENABLED"] = "true" if self.detached else "false"
+        # The UI asks the server which API to talk to, and Prefect answers from these settings,
+        # not from `--port`: without them a UI on any port but 4200 talks to port 4200.
+        environment["PREFECT_UI_API_URL"] = f"{self.ui_url}/api"
+        environment["PREFECT_UI_URL"] = self.ui_url
         environment["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         if self.home is not None:
             environment["PREFECT_HOME"] = str(self.home)

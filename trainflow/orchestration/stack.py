@@ -65,6 +65,7 @@ class StackOptions:
     postgres: bool = False  # a local PostgreSQL cluster under the home
     database_url: str | None = None  # an existing PostgreSQL server instead
     auth: bool = False  # basic auth even on loopback (always on other addresses)
+    ui_host: str | None = None  # the address browsers reach the server at (default: derived)
 
 
 class Stack(BaseModel):
@@ -72,6 +73,7 @@ class Stack(BaseModel):
 
     api_url: str
     server_pid: int
+    ui_url: str  # what a browser opens
     worker_pids: list[int]
     worker_names: list[str] = []
     database_url: str | None = None  # redacted: the password is `***`
@@ -81,9 +83,12 @@ class Stack(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _read_single_worker(cls, data: object) -> object:
-        """A stack.json written before several workers records one `worker_pid`."""
+        """A stack.json written before several workers records one `worker_pid`, and one
+        written before the UI's address was recorded, none."""
         if isinstance(data, dict) and "worker_pids" not in data and "worker_pid" in data:
             data = {**data, "worker_pids": [data["worker_pid"]]}
+        if isinstance(data, dict) and "ui_url" not in data and "api_url" in data:
+            data = {**data, "ui_url": data["api_url"].removesuffix("/api")}  # as it was then
         return data
 
     @computed_field
@@ -149,6 +154,7 @@ def stack_up(project_dir: Path, home: Path, options: StackOptions) -> Stack:
             log=home / "server.log",
             host=options.host,
             settings=settings,
+            ui_host=options.ui_host,
         )
         server.start()
         server.wait_until_healthy()
@@ -165,6 +171,7 @@ def stack_up(project_dir: Path, home: Path, options: StackOptions) -> Stack:
         raise
     stack = Stack(
         api_url=server.api_url,
+        ui_url=server.ui_url,
         server_pid=server.process.pid,
         worker_pids=worker_pids,
         worker_names=[place.name for place in places],
