@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.runtime import flow_run
+from prefect.utilities.urls import url_for
 
 from trainflow.config import RunConfig
 from trainflow.orchestration.summary import publish_summary
@@ -18,8 +19,9 @@ def finish_run(
     persisted: PersistedModel,
     evaluation: Evaluation,
     report: RunReport,
+    flow_run_url: str | None = None,
 ) -> RunSummary:
-    """Mark the run completed and summarise it."""
+    """Mark the run completed and summarise it (with its flow run's UI page, when there is one)."""
     summary = RunSummary(
         run_name=paths.name,
         run_dir=paths.location,
@@ -41,6 +43,7 @@ def finish_run(
         stopped_early=training.stopped_early,
         resumed_from=training.resumed_from,
         resumed_from_step=training.resumed_from_step,
+        flow_run_url=flow_run_url,
     )
     close_run(
         paths,
@@ -53,11 +56,17 @@ def finish_run(
     return summary
 
 
+def _flow_run_page() -> str | None:
+    """This flow run's page in the Prefect UI, as Prefect links it; None when Prefect knows no UI
+    (a run on a server of its own, which stops with it: `app/flow_runs.py`)."""
+    return url_for("flow-run", obj_id=flow_run.id) or None
+
+
 @task(name="start_run")
 def start_run_task(config: RunConfig) -> RunPaths:
     """Open the run named in `config`, or a new one named after the Prefect flow run."""
     run_name = config.run_name or default_run_name(flow_run.name, flow_run.id)
-    return open_run(config, run_name, flow_run_id=flow_run.id)
+    return open_run(config, run_name, flow_run_id=flow_run.id, flow_run_url=_flow_run_page())
 
 
 @task(name="finish_run")
@@ -70,6 +79,6 @@ def finish_run_task(
     report: RunReport,
 ) -> RunSummary:
     """Close the run and publish its summary artifact."""
-    summary = finish_run(paths, training, persisted, evaluation, report)
+    summary = finish_run(paths, training, persisted, evaluation, report, _flow_run_page())
     publish_summary(config, summary)
     return summary

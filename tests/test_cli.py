@@ -107,6 +107,9 @@ def test_run_json_reports_files_that_exist(idx_dir, artifacts, cli_environment):
     assert f"Run {summary['run_name']} in" in completed.stderr
     # Its own server stops with it: no link to a page that dies, one line on how to see runs.
     assert "View at" not in completed.stderr and "http://127.0.0.1:" not in completed.stdout
+    assert summary["flow_run_url"] is None
+    record = json.loads((Path(summary["run_dir"]) / "run.json").read_text())
+    assert record["flow_run_url"] is None and record["flow_run_id"]
     assert completed.stderr.count("trainflow stack up") == 1
     runs = json.loads(
         trainflow("runs", "--artifacts", artifacts, "--json", env=cli_environment).stdout

@@ -208,7 +208,12 @@ def test_deployment_run_trains_and_writes_the_files(stack, idx_dir, artifacts):
     (run_dir,) = (artifacts / "runs").iterdir()
     for name in ("model/model.keras", "model/model.weights.h5", "evaluation.json"):
         assert (run_dir / name).is_file(), name
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "completed"
+    # The stack outlives the run: its UI page is recorded, on the stack's port, and served.
+    assert record["flow_run_url"] == f"{stack.record.ui_url}/runs/flow-run/{record['flow_run_id']}"
+    with urllib.request.urlopen(record["flow_run_url"], timeout=30) as response:
+        assert response.status == 200
 
 
 @in_ci_on("sqlite")

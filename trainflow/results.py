@@ -170,6 +170,8 @@ class RunSummary(BaseModel):
     stopped_early: bool
     resumed_from: int | None
     resumed_from_step: int | None
+    # The flow run's page in the Prefect UI; None when its server did not outlive the run.
+    flow_run_url: str | None = None
 
 
 class PromotionDecision(BaseModel):

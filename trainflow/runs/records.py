@@ -30,6 +30,8 @@ class RunRecord(BaseModel):
     status: RunStatus
     config: dict[str, Any]
     flow_run_id: str | None
+    # The flow run's page in the Prefect UI; None when its server did not outlive the run.
+    flow_run_url: str | None = None
     pid: int
     hostname: str
     started_at: str
@@ -84,8 +86,11 @@ def write_record(paths: RunPaths, record: RunRecord) -> None:
     paths.storage.write_json(paths.record, record.model_dump())
 
 
-def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPaths:
-    """Create or reopen the run directory and mark the run as running.
+def open_run(
+    config: RunConfig, run_name: str, flow_run_id: str | None, flow_run_url: str | None = None
+) -> RunPaths:
+    """Create or reopen the run directory and mark the run as running (by the flow run
+    `flow_run_id`, whose UI page is `flow_run_url`).
 
     With `config.fresh`, the run's earlier outputs are removed, except when the same flow run is
     opening it again (a retry of that flow run must resume, not start over a second time).
@@ -115,6 +120,7 @@ def open_run(config: RunConfig, run_name: str, flow_run_id: str | None) -> RunPa
             status="running",
             config=config.model_dump(mode="json"),
             flow_run_id=flow_run_id,
+            flow_run_url=flow_run_url,
             pid=os.getpid(),
             hostname=socket.gethostname(),
             started_at=previous.started_at if previous else _now(),
