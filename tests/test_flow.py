@@ -1,9 +1,13 @@
 """The whole flow under a temporary Prefect server."""
 
+import base64
+import io
 import json
+import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -16,6 +20,7 @@ from flows.retraining import retraining_flow
 from flows.training import training_flow
 from trainflow.config import RunConfig
 from trainflow.errors import DataSourceError
+from trainflow.reports.thumbnails import THUMBNAIL_MAX_SIDE
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -62,6 +67,19 @@ def test_flow_trains_persists_and_evaluates(idx_dir, artifacts):
     assert artifacts_by_key["trainflow-progress-whole"].data == 100.0
     assert "test accuracy" in artifacts_by_key["trainflow-run-whole"].data
     assert "learning_curves.png" in artifacts_by_key["trainflow-run-whole"].data
+    # The report's pictures are in the summary itself, small PNGs the UI shows without a server.
+    embedded = re.findall(
+        r"!\[([^\]]+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)",
+        artifacts_by_key["trainflow-run-whole"].data,
+    )
+    assert [title for title, _ in embedded] == [
+        "Learning curves",
+        "Confusion matrix",
+        "Most confident mistakes",
+    ]
+    for _, encoded in embedded:
+        with Image.open(io.BytesIO(base64.b64decode(encoded))) as picture:
+            assert picture.format == "PNG" and max(picture.size) <= THUMBNAIL_MAX_SIDE
     classes = json.loads(artifacts_by_key["trainflow-classes-whole"].data)
     assert [row["label"] for row in classes] == list(range(10))
 
