@@ -6,10 +6,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.browser import needs_chromium, rendered_page
 from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
 
 CLI_TIMEOUT = 300
@@ -208,3 +210,54 @@ def test_heartbeats_and_ui_links_are_off_only_on_a_server_of_the_runs_own(capsys
         assert not PREFECT_UI_URL.value()  # Prefect's "View at" link is not logged
     assert capsys.readouterr().err.strip() == SEE_RUNS_IN_THE_UI
     assert get_current_settings().flows.heartbeat_frequency == lasting
+
+
+def server_port_of(pid: int) -> int | None:
+    """The port of the `prefect server start` child of process `pid`, once it has one."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"server" in command and b"--port" in command:
+                return int(command[command.index(b"--port") + 1])
+    return None
+
+
+@needs_chromium
+def test_a_browser_shows_a_run_in_flight_on_its_temporary_server(
+    tmp_path, idx_dir, artifacts, cli_environment
+):
+    """The server a run starts for itself serves a UI that talks to it (on its free port, not
+    4200) while the run lasts; the run is stopped by the test."""
+    arguments = ["run", "--dataset", f"idx:{idx_dir}", "--epochs", "10000", "--patience", "10000"]
+    arguments += ["--run-name", "in-flight", "--artifacts", str(artifacts)]
+    with (tmp_path / "run.log").open("w") as log:
+        process = subprocess.Popen(
+            [TRAINFLOW, *arguments], env=cli_environment, stdout=log, stderr=subprocess.STDOUT
+        )
+    record_file = artifacts / "runs" / "in-flight" / "run.json"
+    deadline = time.monotonic() + CLI_TIMEOUT
+    try:
+        while not record_file.is_file() or (port := server_port_of(process.pid)) is None:
+            assert process.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        flow_run_id = json.loads(record_file.read_text())["flow_run_id"]
+        ui_url = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{ui_url}/api/flow_runs/{flow_run_id}", timeout=30) as reply:
+            name = json.load(reply)["name"]
+        rendered_page(
+            f"{ui_url}/runs/flow-run/{flow_run_id}",
+            lambda dom: name in dom and "Running" in dom,
+            tmp_path / "flow-run-in-flight.png",
+        )
+        assert process.poll() is None  # the page was of the run in flight
+    finally:
+        process.kill()
+        process.wait()

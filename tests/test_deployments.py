@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
@@ -28,9 +30,11 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 from prefect.client.schemas.schedules import IntervalSchedule
+from prefect.client.schemas.sorting import ArtifactSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from examples.datasets import write_rgb_image_folder
+from tests.browser import needs_chromium, rendered_page
 from tests.conftest import (
     REPO_ROOT,
     STEPS_PER_EPOCH,
@@ -40,6 +44,7 @@ from tests.conftest import (
     synthetic_images,
     write_idx_pair,
 )
+from trainflow.orchestration.artifact_keys import summary_key
 from trainflow.orchestration.prefect_server import PREFECT_COMMAND, free_port
 from trainflow.orchestration.processes import is_alive
 from trainflow.orchestration.stack import Stack, read_stack
@@ -214,6 +219,36 @@ def test_deployment_run_trains_and_writes_the_files(stack, idx_dir, artifacts):
     assert record["flow_run_url"] == f"{stack.record.ui_url}/runs/flow-run/{record['flow_run_id']}"
     with urllib.request.urlopen(record["flow_run_url"], timeout=30) as response:
         assert response.status == 200
+
+
+@needs_chromium
+@in_ci_on("sqlite")
+def test_a_browser_shows_a_deployment_run_its_logs_and_its_pictures(
+    stack, client, idx_dir, artifacts, tmp_path
+):
+    """What a person sees at the link a stack on a non-default port gives: the flow run's page
+    with its name, state and logs, and the summary artifact with the test accuracy and the three
+    pictures (screenshots in the test's directory)."""
+    completed = deployment_run(stack, "trainflow/train", small_config(idx_dir, artifacts))
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    (run_dir,) = (artifacts / "runs").iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    flow_run = client.read_flow_run(record["flow_run_id"])
+    rendered_page(
+        record["flow_run_url"],
+        lambda dom: flow_run.name in dom and "Completed" in dom and "Test accuracy" in dom,
+        tmp_path / "flow-run.png",
+    )
+    (summary,) = client.read_artifacts(
+        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[summary_key(run_dir.name)])),
+        sort=ArtifactSort.CREATED_DESC,
+        limit=1,
+    )
+    rendered_page(
+        f"{stack.record.ui_url}/artifacts/artifact/{summary.id}",
+        lambda dom: "test accuracy" in dom and dom.count('src="data:image/png;base64,') == 3,
+        tmp_path / "summary-artifact.png",
+    )
 
 
 @in_ci_on("sqlite")

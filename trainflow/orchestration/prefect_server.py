@@ -107,8 +107,7 @@ class LocalServer:
     def start(self) -> LocalServer:
         """Start the server process without waiting for it."""
         environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-        # A server for one run needs no UI; a long-lived one is there to be looked at.
-        environment["PREFECT_UI_ENABLED"] = "true" if self.detached else "false"
+        environment["PREFECT_UI_ENABLED"] = "true"  # a run's own too, to look at while it lasts
         # The UI asks the server which API to talk to, and Prefect answers from these settings,
         # not from `--port`: without them a UI on any port but 4200 talks to port 4200.
         environment["PREFECT_UI_API_URL"] = f"{self.ui_url}/api"
