@@ -11,14 +11,10 @@ matters, a synthetic MNIST-sized set (70,000 images) generated deterministically
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import (
@@ -33,6 +29,7 @@ from bench.harness import (
     wall_time,
     write_synthetic_source,
 )
+from bench.overhead import Workload, orchestration_overhead, overhead_at_scale
 
 
 def startup(repeats: int) -> list[Row]:
@@ -86,110 +83,6 @@ def data_preparation(
     ]
 
 
-def _timed_json(arguments: list[str], environment: dict[str, str]) -> tuple[float, dict]:
-    """Seconds for a command that prints one JSON object last on stdout, and that object."""
-    began = time.monotonic()
-    completed = subprocess.run(
-        arguments,
-        check=True,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    seconds = time.monotonic() - began
-    return seconds, json.loads(completed.stdout[completed.stdout.rfind("\n{") + 1 :])
-
-
-@dataclass
-class Workload:
-    """An IDX directory both sides train on, as the table names it and as a reader types it."""
-
-    directory: Path
-    label: str
-    typed: str
-
-
-MNIST_WORKLOAD = Workload(MNIST_TEST_SPLIT, "MNIST test split", "../shared/data/mnist-t10k")
-
-
-def orchestration_overhead(api_url: str, directory: Path, repeats: int, epochs: int) -> list[Row]:
-    """(1) `trainflow run` vs the plain Keras script doing the same work, wall time ratio, against
-    the running local Prefect server at `api_url` and with the server `trainflow run` starts for
-    itself, each with the issue's target."""
-    without_server = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    running = {**without_server, "PREFECT_API_URL": api_url}
-    comparisons = [("against a running local server", running, "running", 1.15)]
-    comparisons.append(("with its own temporary server", without_server, "own", 1.25))
-    return [
-        _trainflow_against_plain(mode, environment, directory / name, repeats, epochs, target)
-        for mode, environment, name, target in comparisons
-    ]
-
-
-def _trainflow_against_plain(
-    mode: str,
-    environment: dict[str, str],
-    directory: Path,
-    repeats: int,
-    epochs: int,
-    target: float,
-    workload: Workload = MNIST_WORKLOAD,
-) -> Row:
-    """One comparison against the largest wall-time ratio `target`; also the epochs each side
-    trained (EarlyStopping may stop them apart)."""
-    trainflow = [TRAINFLOW, "run", "--json", "--dataset", f"idx:{workload.directory}"]
-    trainflow += ["--epochs", str(epochs), "--artifacts", str(directory / "artifacts")]
-    plain = [sys.executable, str(REPO_ROOT / "bench" / "plain_keras.py"), str(workload.directory)]
-    plain += [str(directory / "plain"), "--epochs", str(epochs)]
-    run_numbers = iter(range(1_000_000))  # a new run each time: a finished run does not train again
-    epochs_trained: dict[str, set[int]] = {"trainflow": set(), "plain": set()}
-
-    def side(name: str, arguments: list[str]) -> float:
-        seconds, summary = _timed_json(arguments, environment)
-        epochs_trained[name].add(summary["epochs_completed"])
-        return seconds
-
-    times = alternate(
-        {
-            "trainflow": lambda: side(
-                "trainflow", [*trainflow, "--run-name", f"bench-{next(run_numbers)}"]
-            ),
-            "plain": lambda: side("plain", plain),
-        },
-        repeats,
-    )
-    ratios = [ours / theirs for ours, theirs in zip(times["trainflow"], times["plain"])]
-    trained = ", ".join(
-        f"{name} {'/'.join(map(str, sorted(values)))}" for name, values in epochs_trained.items()
-    )
-    return Row(
-        f"orchestration overhead, {epochs} epochs of mlp on {workload.label}, {mode}",
-        f"ratio {spread(ratios, unit='x')}; trainflow {spread(times['trainflow'])}, "
-        f"plain Keras {spread(times['plain'])}; epochs trained: {trained}",
-        f"<= {target:.2f}",
-        statistics.median(ratios) <= target,
-        f"trainflow run --dataset idx:{workload.typed} --epochs {epochs} vs "
-        f"python bench/plain_keras.py {workload.typed} OUT --epochs {epochs}",
-        {
-            "ratio": statistics.median(ratios),
-            "trainflow": statistics.median(times["trainflow"]),
-            "plain": statistics.median(times["plain"]),
-        },
-    )
-
-
-def overhead_at_scale(
-    api_url: str, directory: Path, repeats: int, epochs: int, workload: Workload
-) -> Row:
-    """(1) at MNIST's size: the same comparison on a larger workload, where the fixed cost is a
-    smaller share and the target tighter."""
-    environment = {**os.environ, "PREFECT_API_URL": api_url}
-    return _trainflow_against_plain(
-        "against a running local server", environment, directory, repeats, epochs, 1.10, workload
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -211,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only the rows of data at scale: peak memory, preparation, streaming (written to "
         "bench-memory.md unless --output)",
     )
+    parser.add_argument(
+        "--only-overhead",
+        action="store_true",
+        help="only the orchestration overhead rows and the fixed costs that explain them "
+        "(written to bench-overhead.md unless --output)",
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
     command = ("./dev bench " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
@@ -219,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
 
         report = store_only(args.repeats, args.epochs, command, began)
         return _write(args.output or REPO_ROOT / "bench-store.md", report)
+    if args.only_overhead:
+        from bench.overhead import overhead_only
+
+        report = overhead_only(
+            args.repeats, args.epochs, args.synthetic_rows, args.synthetic_epochs, command, began
+        )
+        return _write(args.output or REPO_ROOT / "bench-overhead.md", report)
     if args.only_memory:
         from bench.memory import memory_only
 
