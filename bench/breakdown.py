@@ -43,8 +43,8 @@ def fixed_costs(api_url: str, repeats: int) -> list[Row]:
     from tasks.prepare_data import prepare_data
     from trainflow.checkpoints.state import ResumeState
     from trainflow.checkpoints.writer import CheckpointWriter
-    from trainflow.config import DataSource, PreparationSpec
     from trainflow.data.prepared import read_split
+    from trainflow.datasets import DataSource, PreparationSpec
     from trainflow.orchestration.prefect_server import LocalServer
     from trainflow.paths import ArtifactPaths
     from trainflow.training.models import build_model

@@ -30,7 +30,7 @@ STREAMING_BUDGET = "32MiB"  # several windows an epoch at 70,000 images: the str
 PREPARE_IN_CHILD = """
 import sys, time
 from tasks.prepare_data import prepare_data
-from trainflow.config import DataSource, PreparationSpec
+from trainflow.datasets import DataSource, PreparationSpec
 from trainflow.paths import ArtifactPaths
 began = time.monotonic()
 prepare_data(DataSource.parse(sys.argv[1]), PreparationSpec(), ArtifactPaths.at(sys.argv[2]))
@@ -162,7 +162,7 @@ def streaming_throughput(directory: Path, repeats: int, epochs: int = 3) -> Row:
     import keras
 
     from tasks.prepare_data import prepare_data
-    from trainflow.config import DataSource, PreparationSpec
+    from trainflow.datasets import DataSource, PreparationSpec
     from trainflow.paths import ArtifactPaths
     from trainflow.sizes import parse_size
     from trainflow.training.inputs import training_input

@@ -52,7 +52,7 @@ def data_preparation(
 ) -> list[Row]:
     """(4) Raw source to validated Parquet: rows/s and MB/s; the cached second run's time."""
     from tasks.prepare_data import prepare_data
-    from trainflow.config import DataSource, PreparationSpec
+    from trainflow.datasets import DataSource, PreparationSpec
     from trainflow.paths import ArtifactPaths
 
     first, cached = [], []

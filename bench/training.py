@@ -15,8 +15,8 @@ from bench.harness import MNIST_COMMAND_SOURCE, MNIST_SOURCE, Row, alternate, sp
 from tasks.prepare_data import prepare_data
 from trainflow.checkpoints.state import ResumeState
 from trainflow.checkpoints.writer import CheckpointWriter
-from trainflow.config import DataSource, PreparationSpec
 from trainflow.data.prepared import read_split
+from trainflow.datasets import DataSource, PreparationSpec
 from trainflow.paths import ArtifactPaths, RunPaths
 from trainflow.results import PreparedData
 from trainflow.training.callbacks.checkpointing import checkpoint_callbacks

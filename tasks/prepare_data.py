@@ -7,7 +7,6 @@ import logging
 
 from prefect import task
 
-from trainflow.config import DataSource, PreparationSpec
 from trainflow.data.classes import class_names
 from trainflow.data.preparation import (
     data_fingerprint,
@@ -18,6 +17,7 @@ from trainflow.data.preparation import (
 )
 from trainflow.data.sources import locate_source_files, read_source, source_sha256
 from trainflow.data.splitting import number_of_classes, plan_splits
+from trainflow.datasets import DataSource, PreparationSpec
 from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import ArtifactPaths
 from trainflow.results import PreparedData

@@ -280,7 +280,7 @@ def test_debug_shows_the_traceback(tmp_path, artifacts, server_environment):
 
 def test_every_bad_data_case_is_a_data_source_error_in_process(tmp_path):
     from tasks.prepare_data import prepare_data
-    from trainflow.config import DataSource, PreparationSpec
+    from trainflow.datasets import DataSource, PreparationSpec
     from trainflow.paths import ArtifactPaths
 
     for make_source in BAD_DATA:

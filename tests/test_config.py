@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from trainflow.config import DataSource, RunConfig
+from trainflow.config import RunConfig
+from trainflow.datasets import DataSource
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import synthetic_images
-from trainflow.config import PreparationSpec
 from trainflow.data.prepared import read_split
 from trainflow.data.raw import RawSplit
 from trainflow.data.split_writer import SplitWriter
@@ -16,6 +15,7 @@ from trainflow.data.splitting import (
     stream_splits,
 )
 from trainflow.data.validation import check_split, normalised_pixels
+from trainflow.datasets import PreparationSpec
 from trainflow.errors import DataSourceError
 from trainflow.paths import PREPARED_SPLITS
 

@@ -24,9 +24,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tasks.prepare_data import prepare_data
-from trainflow.config import DataSource, PreparationSpec
 from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
 from trainflow.data.prepared import read_split
+from trainflow.datasets import DataSource, PreparationSpec
 from trainflow.errors import DataSourceError
 from trainflow.paths import PREPARED_SPLITS, ArtifactPaths
 

@@ -11,8 +11,8 @@ from PIL import Image
 
 from examples.datasets import RGB_CLASSES, write_digits_npz, write_rgb_image_folder
 from tasks.prepare_data import prepare_data
-from trainflow.config import DataSource, PreparationSpec
 from trainflow.data.prepared import read_split
+from trainflow.datasets import DataSource, PreparationSpec
 from trainflow.errors import DataSourceError
 from trainflow.paths import ArtifactPaths
 

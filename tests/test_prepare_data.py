@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.prepare_data import prepare_data
-from trainflow.config import DataSource, PreparationSpec
 from trainflow.data.prepared import read_split
+from trainflow.datasets import DataSource, PreparationSpec
 from trainflow.errors import DataSourceError
 from trainflow.paths import ArtifactPaths
 from trainflow.storage.digests import sha256_of_files

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import synthetic_images, write_idx, write_idx_pair
-from trainflow.config import DataSource
 from trainflow.data.idx import read_idx_file
 from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
 from trainflow.data.raw import RawSplit
 from trainflow.data.sources import locate_source_files, read_source
+from trainflow.datasets import DataSource
 from trainflow.errors import DataSourceError
 
 

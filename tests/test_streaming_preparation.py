@@ -22,7 +22,6 @@ from PIL import Image
 
 from tasks.prepare_data import prepare_data
 from tests.conftest import REPO_ROOT
-from trainflow.config import DataSource, PreparationSpec
 from trainflow.data import split_writer, splitting
 from trainflow.data.parquet import (
     IMAGE_COLUMN,
@@ -32,6 +31,7 @@ from trainflow.data.parquet import (
 )
 from trainflow.data.preparation import PREPARED_FORMAT_CHANGES, data_fingerprint
 from trainflow.data.splitting import stratified_split
+from trainflow.datasets import DataSource, PreparationSpec
 from trainflow.errors import DataSourceError
 from trainflow.paths import PREPARED_SPLITS, ArtifactPaths
 
@@ -245,7 +245,7 @@ def test_data_prepared_in_an_older_format_is_prepared_again_and_said_so(
 MEASURE_PREPARATION = """
 import json, resource, sys, time
 from tasks.prepare_data import prepare_data
-from trainflow.config import DataSource, PreparationSpec
+from trainflow.datasets import DataSource, PreparationSpec
 from trainflow.paths import ArtifactPaths
 imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()

@@ -19,8 +19,9 @@ from tasks.prepare_data import prepare_data, prepare_data_task
 from tasks.train_model import train_model
 from tests.conftest import synthetic_images
 from trainflow.checkpoints.store import load_latest_checkpoint
-from trainflow.config import DataSource, PreparationSpec, RunConfig
+from trainflow.config import RunConfig
 from trainflow.data.preparation import verified_prepared_data
+from trainflow.datasets import DataSource, PreparationSpec
 from trainflow.errors import DownloadError, RunStateError
 from trainflow.paths import ArtifactPaths
 from trainflow.runs.lock import unlock_run

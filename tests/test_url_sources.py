@@ -18,10 +18,10 @@ from examples.datasets import write_rgb_image_folder
 from tasks.prepare_data import prepare_data
 from tests.conftest import synthetic_images, write_idx, write_idx_pair
 from tests.test_cli import trainflow
-from trainflow.config import DataSource, PreparationSpec
 from trainflow.data.parquet import IMAGE_COLUMN, IMAGE_SHAPE_METADATA_KEY, LABEL_COLUMN
 from trainflow.data.prepared import read_split
 from trainflow.data.sources import locate_source_files, source_sha256
+from trainflow.datasets import DataSource, PreparationSpec
 from trainflow.errors import DataSourceError, StoreError
 from trainflow.paths import PREPARED_SPLITS, ArtifactPaths
 from trainflow.storage.stores import ObjectStore

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainflow.config import DataSource
 from trainflow.data.images import class_folders
+from trainflow.datasets import DataSource
 from trainflow.errors import DataSourceError
 
 CLASS_NAMES_FILE = "classes.json"

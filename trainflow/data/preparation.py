@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trainflow.config import PreparationSpec
 from trainflow.data.raw import RawSplit
 from trainflow.data.split_writer import row_group_rows, write_splits
 from trainflow.data.splitting import SplitPlan, class_counts
+from trainflow.datasets import PreparationSpec
 from trainflow.paths import ArtifactPaths, DataPaths
 from trainflow.results import PreparedData
 from trainflow.storage.digests import sha256_of_files, sha256_of_stream

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from trainflow.config import DataSource
 from trainflow.data.classes import CLASS_NAMES_FILE
 from trainflow.data.idx import IDX_FILE_PATTERN
 from trainflow.data.images import IMAGE_SUFFIXES
+from trainflow.datasets import DataSource
 from trainflow.errors import DataSourceError
 from trainflow.storage.stores import ObjectStore
 

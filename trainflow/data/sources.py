@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from trainflow.config import DATASET_HELP, DataSource
 from trainflow.data.classes import class_names_file
 from trainflow.data.idx import IDX_FILE_PATTERN, read_idx_directory
 from trainflow.data.images import class_folders, image_files, read_image_directory
@@ -20,6 +19,7 @@ from trainflow.data.npz import read_npz
 from trainflow.data.parquet import read_parquet_directory
 from trainflow.data.raw import RawSplit
 from trainflow.data.remote import fetch_copy, named_by_url, url_named
+from trainflow.datasets import DATASET_HELP, DataSource
 from trainflow.errors import DataSourceError, DownloadError
 from trainflow.storage.digests import sha256_of_files
 

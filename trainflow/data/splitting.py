@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainflow.config import PreparationSpec
 from trainflow.data.raw import RawSplit
 from trainflow.data.validation import CheckedSplit, check_split, normalised_pixels
+from trainflow.datasets import PreparationSpec
 from trainflow.errors import DataSourceError
 from trainflow.paths import PREPARED_SPLITS
 
