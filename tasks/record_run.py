@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.runtime import flow_run
-from prefect.utilities.urls import url_for
 
 from trainflow.config import RunConfig
+from trainflow.orchestration.links import flow_run_page
 from trainflow.orchestration.summary import publish_summary
 from trainflow.paths import RunPaths
 from trainflow.results import Evaluation, PersistedModel, RunReport, RunSummary, TrainingResult
 from trainflow.runs.records import close_run, default_run_name, open_run
+from trainflow.tracking.identity import TrackedRun
 
 
 def finish_run(
@@ -20,8 +21,10 @@ def finish_run(
     evaluation: Evaluation,
     report: RunReport,
     flow_run_url: str | None = None,
+    mlflow_run_url: str | None = None,
 ) -> RunSummary:
-    """Mark the run completed and summarise it (with its flow run's UI page, when there is one)."""
+    """Mark the run completed and summarise it (with its flow run's page in the Prefect UI, and
+    its run's in MLflow's, when there are)."""
     summary = RunSummary(
         run_name=paths.name,
         run_dir=paths.location,
@@ -44,6 +47,7 @@ def finish_run(
         resumed_from=training.resumed_from,
         resumed_from_step=training.resumed_from_step,
         flow_run_url=flow_run_url,
+        mlflow_run_url=mlflow_run_url,
     )
     close_run(
         paths,
@@ -56,17 +60,11 @@ def finish_run(
     return summary
 
 
-def _flow_run_page() -> str | None:
-    """This flow run's page in the Prefect UI, as Prefect links it; None when Prefect knows no UI
-    (a run on a server of its own, which stops with it: `app/flow_runs.py`)."""
-    return url_for("flow-run", obj_id=flow_run.id) or None
-
-
 @task(name="start_run")
 def start_run_task(config: RunConfig) -> RunPaths:
     """Open the run named in `config`, or a new one named after the Prefect flow run."""
     run_name = config.run_name or default_run_name(flow_run.name, flow_run.id)
-    return open_run(config, run_name, flow_run_id=flow_run.id, flow_run_url=_flow_run_page())
+    return open_run(config, run_name, flow_run_id=flow_run.id, flow_run_url=flow_run_page())
 
 
 @task(name="finish_run")
@@ -77,8 +75,12 @@ def finish_run_task(
     persisted: PersistedModel,
     evaluation: Evaluation,
     report: RunReport,
+    tracked: TrackedRun | None = None,
 ) -> RunSummary:
     """Close the run and publish its summary artifact."""
-    summary = finish_run(paths, training, persisted, evaluation, report, _flow_run_page())
+    mlflow_run_url = None if tracked is None else tracked.url
+    summary = finish_run(
+        paths, training, persisted, evaluation, report, flow_run_page(), mlflow_run_url
+    )
     publish_summary(config, summary)
     return summary

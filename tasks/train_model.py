@@ -8,7 +8,7 @@ same run name.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -24,6 +24,7 @@ from trainflow.orchestration.progress import ProgressArtifact
 from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData, TrainingResult
+from trainflow.tracking.identity import TrackedRun
 from trainflow.training.pipeline import steps_per_epoch
 from trainflow.training.session import fit_from
 
@@ -35,9 +36,11 @@ def train_model(
     data: PreparedData,
     paths: RunPaths,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    on_commit: Callable[[ResumeState], None] | None = None,
 ) -> TrainingResult:
     """Train `config.model` on `data`, resuming from the newest valid checkpoint under `paths`;
-    `extra_callbacks` join every epoch's callbacks (e.g. progress reporting)."""
+    `extra_callbacks` join every epoch's callbacks (e.g. progress reporting), and `on_commit` is
+    told of each checkpoint committed (e.g. to track its epochs)."""
     state = load_latest_checkpoint(paths)
     if state is None:
         _discard_stale_outputs(paths)
@@ -50,7 +53,7 @@ def train_model(
             "Training of run %s already finished after %d epochs", paths.name, state.epochs_done
         )
     else:
-        state = fit_from(config, data, paths, state, extra_callbacks)
+        state = fit_from(config, data, paths, state, extra_callbacks, on_commit)
     if state.best_checkpoint is None:
         raise RuntimeError(f"run {paths.name}: training ended without a best checkpoint")
     result = TrainingResult(
@@ -71,6 +74,7 @@ def train_model(
         best_checkpoint_sha256=state.best_checkpoint_sha256,
         optimizer_iterations=state.global_step,
         history=state.history,
+        epoch_ends_ms=state.epoch_ends_ms,
         steps_per_epoch=steps_per_epoch(data.rows["train"], config.batch_size),
         resumes=state.resumes,
         contract=state.contract,
@@ -127,9 +131,17 @@ def _check_resumable(
 
 
 @task(name="train_model", retries=2, **RETRY_TRANSIENT_FAULTS)
-def train_model_task(config: RunConfig, data: PreparedData, paths: RunPaths) -> TrainingResult:
-    """Train, with the progress published as a Prefect artifact."""
+def train_model_task(
+    config: RunConfig, data: PreparedData, paths: RunPaths, tracked: TrackedRun | None = None
+) -> TrainingResult:
+    """Train, with the progress published as a Prefect artifact, and each epoch sent to the
+    `tracked` MLflow run once its checkpoint is committed."""
     progress = ProgressArtifact(
         progress_key(paths.name), config.epochs, f"Training progress of trainflow run {paths.name}"
     )
-    return train_model(config, data, paths, extra_callbacks=[progress])
+    if tracked is None:
+        return train_model(config, data, paths, extra_callbacks=[progress])
+    from trainflow.tracking.epochs import EpochSender  # imports MLflow: only when tracking
+
+    with EpochSender(tracked) as sender:
+        return train_model(config, data, paths, [progress], on_commit=sender.send)

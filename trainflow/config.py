@@ -126,6 +126,21 @@ class RunConfig(BaseModel):
         "crash recovery",
     )
 
+    mlflow: str | None = Field(
+        None,
+        description="MLflow tracking server to log the run to (such as http://127.0.0.1:5000)",
+        json_schema_extra={"default_help": "$MLFLOW_TRACKING_URI, else no tracking"},
+    )
+    experiment: str = Field(
+        "trainflow", min_length=1, description="MLflow experiment of the run, when tracked"
+    )
+    registered_model: str | None = Field(
+        None,
+        min_length=1,
+        description="MLflow registered model that retraining registers each challenger under",
+        json_schema_extra={"default_help": "the experiment's name"},
+    )
+
     @field_validator("artifacts", mode="before")
     @classmethod
     def _artifacts_is_a_directory_or_a_url(cls, value: object) -> object:
@@ -188,6 +203,12 @@ class RunConfig(BaseModel):
             image_size=None if self.image_size is None else parse_image_size(self.image_size),
             num_classes=self.num_classes,
         )
+
+    @property
+    def tracking_uri(self) -> str | None:
+        """The MLflow tracking server the run logs to: `mlflow`, else the environment's
+        MLFLOW_TRACKING_URI (the worker's, for a deployment run); None: not tracked."""
+        return self.mlflow or os.environ.get("MLFLOW_TRACKING_URI") or None
 
     @property
     def memory_budget_bytes(self) -> int:

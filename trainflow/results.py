@@ -59,6 +59,7 @@ class TrainingResult(BaseModel):
     best_checkpoint_sha256: str | None
     optimizer_iterations: int
     history: dict[str, list[float]]
+    epoch_ends_ms: list[int] = []  # when each epoch of `history` ended
     steps_per_epoch: int
     resumes: list[ResumePoint]
     # Results of runs before the contract was recorded: softmax probabilities, pixels in [0, 1].
@@ -172,6 +173,8 @@ class RunSummary(BaseModel):
     resumed_from_step: int | None
     # The flow run's page in the Prefect UI; None when its server did not outlive the run.
     flow_run_url: str | None = None
+    # The run's page in the MLflow UI, when it is tracked.
+    mlflow_run_url: str | None = None
 
 
 class PromotionDecision(BaseModel):

@@ -61,6 +61,9 @@ class ResumeState(BaseModel):
     metrics_state: list[list[float] | float] = []
     seed_generator_states: list[list[int]] = []
     history: dict[str, list[float]] = {}
+    # When each epoch of `history` ended (ms since the Unix epoch): the timestamps its metrics are
+    # tracked with, the same in every attempt, so that sending an epoch again adds no point.
+    epoch_ends_ms: list[int] = []
     early_stopping: EarlyStoppingState = EarlyStoppingState()
     best_val_loss: float | None = None
     best_checkpoint: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -54,9 +55,18 @@ class CheckpointWriter:
     a time: the next one, and `flush`, first wait for it and raise its error, if any (training
     waits only then, and the log says so once). Until its manifest is written a checkpoint does
     not exist, so a crash meanwhile resumes from the one before, as with a synchronous write.
+    `on_commit` is told each state once its checkpoint is committed (on the writer's thread: it
+    must return at once).
     """
 
-    def __init__(self, model: keras.Model, shadow: keras.Model, paths: RunPaths, keep: int):
+    def __init__(
+        self,
+        model: keras.Model,
+        shadow: keras.Model,
+        paths: RunPaths,
+        keep: int,
+        on_commit: Callable[[ResumeState], None] | None = None,
+    ):
         self.sources = checkpoint_variables(model)
         if [v.shape for v in self.sources] != [v.shape for v in checkpoint_variables(shadow)]:
             raise ValueError("the shadow model's variables do not match the model's")
@@ -68,6 +78,7 @@ class CheckpointWriter:
         self.committed: ResumeState | None = None
         self.best: tuple[str, str] | None = None  # the best weights file uploaded, and its hash
         self.waited = False
+        self.on_commit = on_commit
 
     def commit(self, state: ResumeState) -> None:
         """Start committing the model as it is now, with `state` (not when this process lost the
@@ -106,3 +117,5 @@ class CheckpointWriter:
             state = state.model_copy(update={"best_checkpoint_sha256": self.best[1]})
         weights = self.layout.content(values)
         self.committed = write_checkpoint(weights, self.paths, state, self.keep)
+        if self.on_commit is not None:
+            self.on_commit(self.committed)

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,9 @@ class RunRecord(BaseModel):
     flow_run_id: str | None
     # The flow run's page in the Prefect UI; None when its server did not outlive the run.
     flow_run_url: str | None = None
+    # The run's MLflow run, when it is tracked (every attempt continues it), and its page.
+    mlflow_run_id: str | None = None
+    mlflow_run_url: str | None = None
     pid: int
     hostname: str
     started_at: str
@@ -126,9 +130,19 @@ def open_run(
             started_at=previous.started_at if previous else _now(),
             updated_at=_now(),
             epochs_completed=previous.epochs_completed if previous else None,
+            mlflow_run_id=previous.mlflow_run_id if previous else None,
+            mlflow_run_url=previous.mlflow_run_url if previous else None,
         ),
     )
     return paths
+
+
+def record_tracking(paths: RunPaths, mlflow_run_id: str, mlflow_run_url: str | None) -> None:
+    """Note the run's MLflow run in its record."""
+    record = read_record(paths)
+    if record is not None:
+        update = {"mlflow_run_id": mlflow_run_id, "mlflow_run_url": mlflow_run_url}
+        write_record(paths, record.model_copy(update=update))
 
 
 def close_run(paths: RunPaths, **results: Any) -> None:
@@ -142,9 +156,10 @@ def close_run(paths: RunPaths, **results: Any) -> None:
     unlock_run(paths)
 
 
-def fail_run(paths: RunPaths, error: str) -> None:
-    """Mark the run failed with a one-line reason and release its lock; nothing but releasing it
-    when this process does not hold the lock (another process runs the run, or took it over)."""
+def fail_run(paths: RunPaths, error: str, also: Callable[[RunRecord], None] | None = None) -> None:
+    """Mark the run failed with a one-line reason, call `also` with its record (still holding the
+    lock), and release the lock; nothing but releasing it when this process does not hold the lock
+    (another process runs the run, or took it over)."""
     if not holds_lock(paths):
         unlock_run(paths)
         return
@@ -152,6 +167,8 @@ def fail_run(paths: RunPaths, error: str) -> None:
         record = read_record(paths)
         if record is not None:
             write_record(paths, record.model_copy(update={"status": "failed", "error": error}))
+            if also is not None:
+                also(record)
     except RunStateError:
         pass  # a damaged record is what the run failed on: its error says so already
     finally:

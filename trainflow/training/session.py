@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -44,9 +44,11 @@ def fit_from(
     paths: RunPaths,
     state: ResumeState | None,
     extra_callbacks: Sequence[keras.callbacks.Callback],
+    on_commit: Callable[[ResumeState], None] | None = None,
 ) -> ResumeState:
     """Train from `state` (None: from scratch) to `config.epochs`: one `fit` call for all epochs,
-    after one for the rest of an epoch interrupted part-way."""
+    after one for the rest of an epoch interrupted part-way; `on_commit` is told of each resume
+    checkpoint committed (see `CheckpointWriter`)."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -70,7 +72,7 @@ def fit_from(
     # Resume checkpoints are written in a background thread, in the file layout that a throwaway
     # model of the same architecture shows.
     layout_model = build_model(config.recipe, data.image_shape, data.num_classes)
-    writer = CheckpointWriter(model, layout_model, paths, config.keep_checkpoints)
+    writer = CheckpointWriter(model, layout_model, paths, config.keep_checkpoints, on_commit)
     try:
         while state.epochs_done < config.epochs and not state.stopped_early:
             # A part-way epoch is a `fit` of its own: Keras's epochs all have the same step count.

@@ -3,6 +3,8 @@ resume checkpoints committed at epoch ends and every N steps."""
 
 from __future__ import annotations
 
+import time
+
 import keras
 
 from trainflow.checkpoints.model_state import (
@@ -82,6 +84,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             step_in_epoch=0,
             metrics_state=[],
             history=history,
+            epoch_ends_ms=[*self.state.epoch_ends_ms, int(time.time() * 1000)],
             early_stopping=self.early_stopping.state(),
             stopped_early=bool(self.model.stop_training),
             **update,

@@ -1,0 +1,50 @@
+"""Reaching the MLflow tracking server."""
+
+from __future__ import annotations
+
+import os
+
+from trainflow.errors import UserInputError, error_reason
+
+# A tracking server that does not answer must not hold a run up for minutes (MLflow's own default
+# is 7 retries with exponential backoff): a request gives up after these, and what it carried is
+# sent again later (each epoch at the next checkpoint, by the end of the run, or by the attempt
+# that resumes it). A user's own settings of these variables win.
+REQUEST_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    # MLflow 3 reports usage to its makers over the internet: not from a training job unasked.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+
+
+class TrackingServerError(UserInputError):
+    """The tracking server a run is to log to does not answer when the run starts."""
+
+
+def client_for(uri: str):
+    """An `MlflowClient` of the tracking server (and model registry) at `uri`; MLflow's own
+    functions of this process use it too."""
+    for name, value in REQUEST_SETTINGS.items():
+        os.environ.setdefault(name, value)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def answering_client(uri: str):
+    """`client_for(uri)`, once the server has answered a request; `TrackingServerError` naming it
+    when it does not."""
+    client = client_for(uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as error:
+        raise TrackingServerError(
+            f"the MLflow tracking server {uri} does not answer ({error_reason(error)}): start it "
+            "(trainflow stack up --mlflow, or mlflow server), or unset MLFLOW_TRACKING_URI and "
+            "--mlflow to train without tracking"
+        ) from error
+    return client

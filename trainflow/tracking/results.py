@@ -1,0 +1,123 @@
+"""A finished run's results in its MLflow run: the epochs not sent yet, the test metrics, the
+per-class table, the reports, and the model in MLflow's Keras format; then FINISHED. Every part
+is sent only if the MLflow run lacks it, so a retried or resumed end adds nothing twice."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from trainflow.contract import ModelContract
+from trainflow.recipe import ModelRecipe
+from trainflow.reports.metrics import ClassificationReport
+from trainflow.tracking.connection import client_for
+from trainflow.tracking.epochs import EpochLog
+from trainflow.tracking.identity import TrackedRun
+from trainflow.training.models import load_saved_model
+
+logger = logging.getLogger("trainflow.tracking")
+
+MODEL_NAME = "model"  # the logged model's name in the run
+EPOCHS_TAG = "trainflow.epochs"  # on a logged model: the epochs its weights were trained for
+
+
+def finish_tracked_run(
+    tracked: TrackedRun,
+    history: dict[str, list[float]],
+    epoch_ends_ms: list[int],
+    test_metrics: dict[str, float],
+    report: ClassificationReport,
+    files: dict[str, list[Path]],
+    keras_model: Path,
+    recipe: ModelRecipe,
+    contract: ModelContract,
+    image_shape: tuple[int, ...],
+) -> None:
+    """Send what the MLflow run lacks of a finished run and mark it FINISHED: `test_metrics`
+    (step: the last epoch), `report` as the table `evaluation/per_class.json`, `files` under
+    their artifact directories (local copies), and the `.keras` model at `keras_model` (built by
+    `recipe`)."""
+    client = client_for(tracked.uri)
+    EpochLog(client, tracked.run_id).send(history, epoch_ends_ms)
+    # At the step of the last epoch (a run trained on for more epochs later gets another point),
+    # timestamped with its end: sending them again adds nothing.
+    epochs = max((len(values) for values in history.values()), default=0)
+    ended = epoch_ends_ms[-1] if epoch_ends_ms else 0
+    EpochLog(client, tracked.run_id).send_at(epochs, ended, test_metrics)
+    client.log_table(
+        tracked.run_id,
+        data={
+            key: [getattr(item, key) for item in report.per_class]
+            for key in type(report.per_class[0]).model_fields
+        },
+        artifact_file="evaluation/per_class.json",
+    )
+    for directory, paths in files.items():
+        for path in paths:
+            client.log_artifact(tracked.run_id, str(path), directory)
+    if not _model_logged(tracked, epochs):
+        model = load_saved_model(keras_model, recipe)
+        _log_keras_model(tracked, model, contract, image_shape, len(report.per_class), epochs)
+    client.set_terminated(tracked.run_id, "FINISHED")
+
+
+def _model_logged(tracked: TrackedRun, epochs: int) -> bool:
+    """Whether the run has its model after `epochs` epochs (an attempt that died while logging
+    it leaves one that is not READY)."""
+    import mlflow
+
+    logged = mlflow.search_logged_models(
+        experiment_ids=[tracked.experiment_id],
+        filter_string=f"source_run_id = '{tracked.run_id}'",
+        output_format="list",
+    )
+    return any(
+        model.name == MODEL_NAME
+        and str(model.status) == "READY"
+        and model.tags.get(EPOCHS_TAG) == str(epochs)
+        for model in logged
+    )
+
+
+def _log_keras_model(
+    tracked: TrackedRun,
+    model: Any,
+    contract: ModelContract,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    epochs: int,
+) -> Any:
+    import keras
+    import mlflow.keras
+    import numpy as np
+    import tensorflow as tf
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    outputs = 1 if contract.binary else num_classes
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *image_shape))]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, outputs))]),
+    )
+    mlflow.set_experiment(experiment_id=tracked.experiment_id)  # where Model.log puts it
+    # Given, not inferred: inference imports the model in a subprocess and asks the network.
+    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
+    return Model.log(
+        artifact_path=None,
+        name=MODEL_NAME,
+        flavor=mlflow.keras,
+        run_id=tracked.run_id,
+        model=model,
+        signature=signature,
+        pip_requirements=requirements,
+        step=epochs,
+        tags={EPOCHS_TAG: str(epochs)},
+        metadata={
+            # What a consumer feeds it and reads from it: pixels in [0, 1] ("unit") or as the
+            # source stores them ("raw"); class probabilities or logits.
+            "pixels": contract.pixels,
+            "outputs": contract.outputs,
+            "labels": contract.labels,
+        },
+    )
