@@ -103,8 +103,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def stack_command(args: argparse.Namespace) -> int:
     """`trainflow stack up|down`: start or stop the local stack; prints how to reach it, never a
     secret (the database URL is shown without its password, the auth string by its file)."""
+    from app.stack.lifecycle import StackOptions, stack_down, stack_up
     from trainflow.errors import UserInputError
-    from trainflow.orchestration.stack import StackOptions, stack_down, stack_up
 
     project_dir = Path.cwd()
     if not (project_dir / "deployments" / "prefect.yaml").is_file():

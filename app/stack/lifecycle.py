@@ -22,29 +22,29 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, computed_field, model_validator
 
-from trainflow.errors import UserInputError
-from trainflow.orchestration.credentials import (
+from app.stack.credentials import (
     ensure_auth_string,
     redact_url,
     requires_auth,
     scrub,
 )
-from trainflow.orchestration.database import check_database_url, sqlite_url
-from trainflow.orchestration.postgres import (
+from app.stack.database import check_database_url, sqlite_url
+from app.stack.postgres import (
     Cluster,
     cluster_is_running,
     find_binaries,
     start_cluster,
     stop_cluster,
 )
-from trainflow.orchestration.prefect_server import (
+from app.stack.prefect_server import (
     LOOPBACK,
     PREFECT_COMMAND,
     LocalServer,
     is_healthy,
 )
-from trainflow.orchestration.processes import is_alive, stop_group
-from trainflow.orchestration.workers import WORK_POOL, start_worker, worker_places
+from app.stack.processes import is_alive, stop_group
+from app.stack.workers import WORK_POOL, start_worker, worker_places
+from trainflow.errors import UserInputError
 
 AUTOMATIONS_FILE = Path("deployments/automations.yaml")
 # A user's own database settings: the stack's server is given the one stack.json records (under
