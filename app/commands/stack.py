@@ -1,0 +1,131 @@
+"""`trainflow stack up|down`: the local stack (app/stack/) started or stopped from the repository
+root, and how to reach it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.commands import EXIT_USER_ERROR
+
+
+def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
+    """The `stack` subcommand: the action, where the stack lives, and how it is built."""
+    stack = subcommands.add_parser(
+        "stack",
+        parents=[common],
+        help="start or stop a local Prefect server, work pool, deployments and workers",
+        description="up: start `prefect server start` on 127.0.0.1 (SQLite database under "
+        ".prefect-home, or PostgreSQL), create the process work pool, deploy "
+        "deployments/prefect.yaml and start the workers; down: stop what up started. Run it "
+        "from the repository root.",
+    )
+    stack.add_argument("action", choices=["up", "down"])
+    stack.add_argument("--port", type=int, default=4200, help="server port (default: 4200)")
+    stack.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address the server listens on (default: 127.0.0.1, this machine only; any other, "
+        "such as 0.0.0.0, opens it to the network and turns on --auth)",
+    )
+    stack.add_argument(
+        "--ui-host",
+        metavar="ADDRESS",
+        help="address browsers reach the server at, for its UI (default: --host, or this "
+        "machine's address when --host is 0.0.0.0 or ::)",
+    )
+    stack.add_argument(
+        "--home",
+        type=Path,
+        default=Path(".prefect-home"),
+        metavar="DIR",
+        help="home of the stack: database, secrets, logs, workers, process ids "
+        "(default: .prefect-home)",
+    )
+    stack.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="process workers to start, each with its own directory under the home (default: 1)",
+    )
+    database = stack.add_mutually_exclusive_group()
+    database.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run the server on a local PostgreSQL cluster under the home, started and stopped "
+        "with the stack (default: SQLite)",
+    )
+    database.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="run the server on an existing PostgreSQL server: "
+        "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE",
+    )
+    stack.add_argument(
+        "--auth",
+        action="store_true",
+        help="require Prefect basic auth (the secret in HOME/auth) even on 127.0.0.1",
+    )
+    stack.set_defaults(execute=stack_command)
+
+
+def stack_command(args: argparse.Namespace) -> int:
+    """`trainflow stack up|down`: start or stop the local stack; prints how to reach it, never a
+    secret (the database URL is shown without its password, the auth string by its file)."""
+    from app.stack.lifecycle import StackOptions, stack_down, stack_up
+    from trainflow.errors import UserInputError
+
+    project_dir = Path.cwd()
+    if not (project_dir / "deployments" / "prefect.yaml").is_file():
+        print("trainflow: error: run `trainflow stack` from the repository root", file=sys.stderr)
+        return EXIT_USER_ERROR
+    home = args.home.resolve()
+    if args.action == "down":
+        stack = stack_down(home)
+        pids = stack.worker_pids
+        stopped = [
+            f"the worker (pid {pids[0]})"
+            if len(pids) == 1
+            else f"{len(pids)} workers (pids {', '.join(map(str, pids))})",
+            f"the server (pid {stack.server_pid})",
+        ]
+        if stack.postgres is not None:
+            stopped.append(f"PostgreSQL (pid {stack.postgres.pid})")
+        print(f"Stopped {', '.join(stopped[:-1])} and {stopped[-1]}")
+        return 0
+    if args.workers < 1:
+        raise UserInputError(f"--workers {args.workers}: give 1 or more")
+    options = StackOptions(
+        port=args.port,
+        host=args.host,
+        workers=args.workers,
+        postgres=args.postgres,
+        database_url=args.database_url,
+        auth=args.auth,
+        ui_host=args.ui_host,
+    )
+    stack = stack_up(project_dir, home, options)
+    if stack.postgres is not None:
+        where = f"PostgreSQL in {stack.postgres.directory}"
+        if stack.postgres.temporary:
+            where += ", which `stack down` removes"
+        print(f"Database {stack.database_url} ({where})")
+    elif stack.database_url and not stack.database_url.startswith("sqlite"):
+        print(f"Database {stack.database_url}")
+    pids = stack.worker_pids
+    started = (
+        f"worker pid {pids[0]}"
+        if len(pids) == 1
+        else f"{len(pids)} workers (pids {', '.join(map(str, pids))})"
+    )
+    print(
+        f"Prefect server {stack.api_url} (UI: {stack.ui_url}), {started}. "
+        f"Point prefect commands at it with:\n  export PREFECT_API_URL={stack.api_url}"
+    )
+    if stack.auth_file is not None:
+        print(f'  export PREFECT_API_AUTH_STRING="$(cat {stack.auth_file})"')
+    return 0
