@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from app.commands import EXIT_RUN_FAILED, EXIT_USER_ERROR
-from app.options import add_config_options, config_from_arguments
+from app.options import add_model_options, config_from_arguments
 from trainflow.config import RunConfig
 
 DEMO_CHECKPOINT_EVERY = 25
@@ -26,8 +26,9 @@ def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
         "checkpoint it resumed from, the steps redone and the time lost. With --verify, also "
         "train uninterrupted and compare the final weights bit for bit.",
     )
-    add_config_options(
+    add_model_options(
         demo,
+        RunConfig,
         [field for field in RunConfig.model_fields if field not in DEMO_OWN_FIELDS],
         checkpoint_every=DEMO_CHECKPOINT_EVERY,
     )

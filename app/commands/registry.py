@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from app.options import add_config_options
+from app.options import add_artifacts_option
 from app.tables import print_table
-from trainflow.config import RunConfig
 
 
 def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
@@ -24,9 +23,7 @@ def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
         "rollback", parents=[common], help="make the previous champion the champion again"
     )
     for command in (models, promote, rollback):
-        add_config_options(
-            command, ["artifacts"], artifacts=RunConfig.model_fields["artifacts"].default
-        )
+        add_artifacts_option(command)
         command.set_defaults(execute=registry_command)
 
 

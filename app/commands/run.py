@@ -9,7 +9,7 @@ from typing import Any
 
 from app.commands import EXIT_USER_ERROR
 from app.flow_runs import flow_with_server
-from app.options import add_config_options
+from app.options import add_model_options
 from app.tables import print_table
 from trainflow.config import DEFAULT_TOLERANCE, RunConfig
 
@@ -23,7 +23,7 @@ def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
         description="Prepare data, train with checkpoints, save weights and model, evaluate the "
         "saved model. Running an unfinished run's name again resumes it from its checkpoint.",
     )
-    add_config_options(run, RunConfig.model_fields)
+    add_model_options(run, RunConfig, RunConfig.model_fields)
     run.add_argument(
         "--json", action="store_true", help="print one JSON summary on stdout (logs go to stderr)"
     )
@@ -37,7 +37,7 @@ def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
         "run`), register it in the model registry, and make it the champion when its test "
         "accuracy is at least the champion's minus --tolerance, both measured on its test data.",
     )
-    add_config_options(retrain, RunConfig.model_fields)
+    add_model_options(retrain, RunConfig, RunConfig.model_fields)
     retrain.add_argument(
         "--tolerance",
         type=fraction,

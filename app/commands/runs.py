@@ -6,9 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from app.options import add_config_options
+from app.options import add_artifacts_option
 from app.tables import print_table
-from trainflow.config import RunConfig
 
 
 def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
@@ -17,7 +16,7 @@ def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
         "runs", parents=[common], help="list runs with their status and metrics"
     )
     runs.add_argument("--json", action="store_true", help="print the runs as a JSON list")
-    add_config_options(runs, ["artifacts"], artifacts=RunConfig.model_fields["artifacts"].default)
+    add_artifacts_option(runs)
     runs.set_defaults(execute=list_runs_command)
 
 

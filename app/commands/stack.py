@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from app.commands import EXIT_USER_ERROR
+from app.options import add_model_options, model_from_arguments
+from app.stack.options import StackOptions
 
 
 def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
@@ -23,20 +25,9 @@ def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
         "from the repository root.",
     )
     stack.add_argument("action", choices=["up", "down"])
-    stack.add_argument("--port", type=int, default=4200, help="server port (default: 4200)")
-    stack.add_argument(
-        "--host",
-        default="127.0.0.1",
-        metavar="ADDRESS",
-        help="address the server listens on (default: 127.0.0.1, this machine only; any other, "
-        "such as 0.0.0.0, opens it to the network and turns on --auth)",
-    )
-    stack.add_argument(
-        "--ui-host",
-        metavar="ADDRESS",
-        help="address browsers reach the server at, for its UI (default: --host, or this "
-        "machine's address when --host is 0.0.0.0 or ::)",
-    )
+    # How the stack is built comes from StackOptions; --home, where it lives, is an argument of
+    # its own, in its place among them.
+    add_model_options(stack, StackOptions, ["port", "host", "ui_host"])
     stack.add_argument(
         "--home",
         type=Path,
@@ -45,39 +36,17 @@ def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
         help="home of the stack: database, secrets, logs, workers, process ids "
         "(default: .prefect-home)",
     )
-    stack.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        metavar="N",
-        help="process workers to start, each with its own directory under the home (default: 1)",
-    )
-    database = stack.add_mutually_exclusive_group()
-    database.add_argument(
-        "--postgres",
-        action="store_true",
-        help="run the server on a local PostgreSQL cluster under the home, started and stopped "
-        "with the stack (default: SQLite)",
-    )
-    database.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="run the server on an existing PostgreSQL server: "
-        "postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE",
-    )
-    stack.add_argument(
-        "--auth",
-        action="store_true",
-        help="require Prefect basic auth (the secret in HOME/auth) even on 127.0.0.1",
-    )
+    add_model_options(stack, StackOptions, ["workers", "postgres", "database_url", "auth"])
     stack.set_defaults(execute=stack_command)
 
 
 def stack_command(args: argparse.Namespace) -> int:
     """`trainflow stack up|down`: start or stop the local stack; prints how to reach it, never a
     secret (the database URL is shown without its password, the auth string by its file)."""
-    from app.stack.lifecycle import StackOptions, stack_down, stack_up
-    from trainflow.errors import UserInputError
+    options = model_from_arguments(args, StackOptions)
+    if options is None:
+        return EXIT_USER_ERROR
+    from app.stack.lifecycle import stack_down, stack_up
 
     project_dir = Path.cwd()
     if not (project_dir / "deployments" / "prefect.yaml").is_file():
@@ -97,17 +66,6 @@ def stack_command(args: argparse.Namespace) -> int:
             stopped.append(f"PostgreSQL (pid {stack.postgres.pid})")
         print(f"Stopped {', '.join(stopped[:-1])} and {stopped[-1]}")
         return 0
-    if args.workers < 1:
-        raise UserInputError(f"--workers {args.workers}: give 1 or more")
-    options = StackOptions(
-        port=args.port,
-        host=args.host,
-        workers=args.workers,
-        postgres=args.postgres,
-        database_url=args.database_url,
-        auth=args.auth,
-        ui_host=args.ui_host,
-    )
     stack = stack_up(project_dir, home, options)
     if stack.postgres is not None:
         where = f"PostgreSQL in {stack.postgres.directory}"

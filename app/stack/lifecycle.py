@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,6 +28,7 @@ from app.stack.credentials import (
     scrub,
 )
 from app.stack.database import check_database_url, sqlite_url
+from app.stack.options import StackOptions
 from app.stack.postgres import (
     Cluster,
     cluster_is_running,
@@ -37,7 +37,6 @@ from app.stack.postgres import (
     stop_cluster,
 )
 from app.stack.prefect_server import (
-    LOOPBACK,
     PREFECT_COMMAND,
     LocalServer,
     is_healthy,
@@ -53,19 +52,6 @@ DATABASE_VARIABLES = (
     "PREFECT_SERVER_DATABASE_CONNECTION_URL",
     "PREFECT_API_DATABASE_CONNECTION_URL",
 )
-
-
-@dataclass(frozen=True)
-class StackOptions:
-    """How `stack up` builds the stack: where it listens, its database, workers, credentials."""
-
-    port: int
-    host: str = LOOPBACK
-    workers: int = 1
-    postgres: bool = False  # a local PostgreSQL cluster under the home
-    database_url: str | None = None  # an existing PostgreSQL server instead
-    auth: bool = False  # basic auth even on loopback (always on other addresses)
-    ui_host: str | None = None  # the address browsers reach the server at (default: derived)
 
 
 class Stack(BaseModel):
