@@ -1,1 +1,1 @@
-"""The application: the `trainflow` command line, the crash demo, re-evaluation."""
+"""The application: the `trainflow` command line, the crash demo, re-evaluation, the local stack."""

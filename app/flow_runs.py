@@ -38,7 +38,7 @@ def flow_with_server(
     ArtifactPaths.at(config.artifacts)  # and so does a store that is missing or refuses us
     server = None
     if not os.environ.get("PREFECT_API_URL"):
-        from trainflow.orchestration.prefect_server import LocalServer
+        from app.stack.prefect_server import LocalServer
 
         server = LocalServer().start()  # it boots while TensorFlow is imported below
         warming = threading.Thread(target=server.warm_up, daemon=True)

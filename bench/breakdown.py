@@ -40,12 +40,12 @@ def _noop_flow_seconds(api_url: str) -> float:
 def fixed_costs(api_url: str, repeats: int) -> list[Row]:
     """Interpreter start, TensorFlow import, Prefect import, Prefect server start, Prefect's cost
     for the flow's eight task runs, Parquet reads of the three splits, one resume checkpoint."""
+    from app.stack.prefect_server import LocalServer
     from tasks.prepare_data import prepare_data
     from trainflow.checkpoints.state import ResumeState
     from trainflow.checkpoints.writer import CheckpointWriter
     from trainflow.data.prepared import read_split
     from trainflow.datasets import DataSource, PreparationSpec
-    from trainflow.orchestration.prefect_server import LocalServer
     from trainflow.paths import ArtifactPaths
     from trainflow.training.models import build_model
 

@@ -199,8 +199,8 @@ def streaming_throughput(directory: Path, repeats: int, epochs: int = 3) -> Row:
 
 def memory_only(repeats: int, command: str, began: float) -> str:
     """All of the above against one running server; returns the report, and draws the curve."""
+    from app.stack.prefect_server import LocalServer
     from bench.report import render
-    from trainflow.orchestration.prefect_server import LocalServer
 
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)

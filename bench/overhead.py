@@ -139,9 +139,9 @@ def overhead_only(
 ) -> str:
     """The overhead rows alone (both servers, at MNIST's size) with the fixed costs that explain
     them, rendered as a report."""
+    from app.stack.prefect_server import LocalServer
     from bench.breakdown import fixed_costs
     from bench.report import render
-    from trainflow.orchestration.prefect_server import LocalServer
 
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)

@@ -130,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
 
         report = memory_only(args.repeats, command, began)
         return _write(args.output or REPO_ROOT / "bench-memory.md", report)
+    from app.stack.prefect_server import LocalServer
     from bench.breakdown import fixed_costs
     from bench.recovery import recovery_cost
     from bench.report import render
     from bench.store import store_rows
     from bench.training import checkpoint_rows, input_pipeline_rows
-    from trainflow.orchestration.prefect_server import LocalServer
 
     rows = startup(args.repeats)
     with tempfile.TemporaryDirectory() as temporary:

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from app.stack.prefect_server import LOOPBACK, free_port
 from bench.harness import MNIST_COMMAND_SOURCE, MNIST_SOURCE, TRAINFLOW, Row, alternate, spread
-from trainflow.orchestration.prefect_server import LOOPBACK, free_port
 
 BUCKET = "trainflow-bench"
 CREDENTIALS = {
@@ -125,10 +125,10 @@ def store_only(repeats: int, epochs: int, command: str, began: float) -> str:
     are compared with (recovery, checkpoint overhead); returns the report."""
     import tempfile
 
+    from app.stack.prefect_server import LocalServer
     from bench.recovery import recovery_cost
     from bench.report import render
     from bench.training import checkpoint_rows
-    from trainflow.orchestration.prefect_server import LocalServer
 
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)

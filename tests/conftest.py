@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from app.stack.prefect_server import LocalServer
 from trainflow.environment import configure_environment
-from trainflow.orchestration.prefect_server import LocalServer
 
 # Property-based tests try the same examples on every run (derandomize), so that a failure in CI
 # fails again on a developer's machine; `-m slow` adds runs on many random examples
@@ -187,8 +187,8 @@ def bucket(s3_store, request) -> str:
 
 def postgres_binaries_found() -> bool:
     """True when the machine has PostgreSQL server binaries `trainflow stack up --postgres` uses."""
+    from app.stack.postgres import find_binaries
     from trainflow.errors import UserInputError
-    from trainflow.orchestration.postgres import find_binaries
 
     try:
         find_binaries()

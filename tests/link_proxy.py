@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 from urllib.parse import urlsplit
 
-from trainflow.orchestration.prefect_server import LOOPBACK
+from app.stack.prefect_server import LOOPBACK
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "expect"}
 Match = Callable[[str, str], bool]  # (method, path) -> bool

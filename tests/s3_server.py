@@ -14,7 +14,7 @@ from pathlib import Path
 
 from moto.server import ThreadedMotoServer
 
-from trainflow.orchestration.prefect_server import LOOPBACK, free_port
+from app.stack.prefect_server import LOOPBACK, free_port
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "trainflow-test-key",

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from app.stack.prefect_server import free_port
 from tests.conftest import IN_CI, STEPS_PER_EPOCH, synthetic_images, write_idx_pair
 from tests.test_cli import trainflow
-from trainflow.orchestration.prefect_server import free_port
 
 # The interrupted run: 3 epochs of idx_dir's 9 steps, a checkpoint every 4 steps, SIGKILLed right
 # after step 13 (epoch 2), so that its newest checkpoint is step 12's, part-way through epoch 2.

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from app.demo import DemoReport, format_report
+from app.stack.lifecycle import stack_down
+from app.stack.prefect_server import free_port, is_healthy
 from tests.conftest import REPO_ROOT, TRAINFLOW, synthetic_images, write_idx_pair
 from tests.test_cli import CLI_TIMEOUT, trainflow
 from tests.test_cli_errors import (
@@ -26,8 +28,6 @@ from tests.test_cli_errors import (
     LAST_CHECKPOINT,
     assert_one_line_error,
 )
-from trainflow.orchestration.prefect_server import free_port, is_healthy
-from trainflow.orchestration.stack import stack_down
 
 
 def test_demo_crash_verify_kills_resumes_and_finds_the_weights_identical(

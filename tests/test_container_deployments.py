@@ -35,9 +35,9 @@ from prefect.utilities.callables import parameter_schema
 from prefect.utilities.schema_tools import validate
 from prefect.workers.base import BaseJobConfiguration
 
+from app.stack.prefect_server import PREFECT_COMMAND, LocalServer
 from tests.conftest import REPO_ROOT
 from trainflow.config import RunConfig
-from trainflow.orchestration.prefect_server import PREFECT_COMMAND, LocalServer
 
 CONTAINERS_FILE = REPO_ROOT / "deployments" / "containers.yaml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"

@@ -8,8 +8,8 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Crashed
 
+from app.stack.prefect_server import PREFECT_COMMAND
 from tests.conftest import REPO_ROOT, STEPS_PER_EPOCH, TRAINFLOW
-from trainflow.orchestration.prefect_server import PREFECT_COMMAND
 
 
 def test_crashed_flow_run_resumes_through_prefect_flow_run_retry(

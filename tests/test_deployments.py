@@ -33,6 +33,9 @@ from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.client.schemas.sorting import ArtifactSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from app.stack.lifecycle import Stack, read_stack
+from app.stack.prefect_server import PREFECT_COMMAND, free_port
+from app.stack.processes import is_alive
 from examples.datasets import write_rgb_image_folder
 from tests.browser import needs_chromium, rendered_page
 from tests.conftest import (
@@ -45,9 +48,6 @@ from tests.conftest import (
     write_idx_pair,
 )
 from trainflow.orchestration.artifact_keys import summary_key
-from trainflow.orchestration.prefect_server import PREFECT_COMMAND, free_port
-from trainflow.orchestration.processes import is_alive
-from trainflow.orchestration.stack import Stack, read_stack
 
 RUN_TIMEOUT = 300
 HEARTBEAT_SECONDS = 30

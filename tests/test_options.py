@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import DEMO_CHECKPOINT_EVERY, DEMO_OWN_FIELDS, build_parser
+from app.cli import build_parser
+from app.commands.demo_crash import DEMO_CHECKPOINT_EVERY, DEMO_OWN_FIELDS
 from app.options import arguments_of, config_from_arguments, option_name
 from trainflow.config import RunConfig
 

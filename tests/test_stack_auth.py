@@ -11,10 +11,10 @@ import urllib.request
 
 import pytest
 
+from app.stack.credentials import redact_url, requires_auth
+from app.stack.lifecycle import read_stack, stack_down
+from app.stack.prefect_server import PREFECT_COMMAND, free_port
 from tests.conftest import REPO_ROOT, TRAINFLOW, synthetic_images, write_idx_pair
-from trainflow.orchestration.credentials import redact_url, requires_auth
-from trainflow.orchestration.prefect_server import PREFECT_COMMAND, free_port
-from trainflow.orchestration.stack import read_stack, stack_down
 
 TIMEOUT = 300
 DEPLOYMENT_URL = "{api_url}/deployments/name/trainflow/train"

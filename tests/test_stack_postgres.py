@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from app.stack.database import check_database_url
+from app.stack.lifecycle import read_stack, stack_down
+from app.stack.postgres import find_binaries, start_cluster, stop_cluster
+from app.stack.prefect_server import free_port, is_healthy
+from app.stack.processes import is_alive
 from tests.conftest import REPO_ROOT, TRAINFLOW, needs_postgres
 from trainflow.errors import UserInputError
-from trainflow.orchestration.database import check_database_url
-from trainflow.orchestration.postgres import find_binaries, start_cluster, stop_cluster
-from trainflow.orchestration.prefect_server import free_port, is_healthy
-from trainflow.orchestration.processes import is_alive
-from trainflow.orchestration.stack import read_stack, stack_down
 
 TIMEOUT = 300
 EXIT_USER_ERROR = 2

@@ -3,8 +3,8 @@
 import json
 import os
 
-from trainflow.orchestration.postgres import Cluster, cluster_is_running, stop_cluster
-from trainflow.orchestration.stack import Stack, read_stack
+from app.stack.lifecycle import Stack, read_stack
+from app.stack.postgres import Cluster, cluster_is_running, stop_cluster
 
 
 def test_a_stack_json_of_one_worker_from_before_several_workers_still_reads(tmp_path):
@@ -38,7 +38,7 @@ def test_a_recorded_postgres_pid_now_held_by_another_process_is_left_alone(tmp_p
 
 
 def test_the_ui_address_is_what_a_browser_opens():
-    from trainflow.orchestration.prefect_server import LocalServer
+    from app.stack.prefect_server import LocalServer
 
     assert LocalServer(port=4399).ui_url == "http://127.0.0.1:4399"
     on_every_address = LocalServer(host="0.0.0.0", port=4399)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from app.stack.prefect_server import LOOPBACK, free_port
 from bench.store import wait_until_listening
 from tests.conftest import TRAINFLOW
 from tests.s3_server import CREDENTIALS, S3Server
@@ -26,7 +27,6 @@ from tests.store_machines import (
     run_options,
     trainflow,
 )
-from trainflow.orchestration.prefect_server import LOOPBACK, free_port
 
 LONG_RUN = ("--epochs", "40", "--patience", "40")
 

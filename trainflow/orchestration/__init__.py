@@ -1,1 +1,2 @@
-"""Helpers whose job is Prefect: local servers and the stack, retry policy, artifacts."""
+"""Helpers whose job is Prefect at run time: the retry policy, the artifacts a run publishes (keys,
+progress, summary). The local server and stack are the application's (app/stack/)."""

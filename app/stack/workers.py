@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainflow.orchestration.prefect_server import PREFECT_COMMAND
+from app.stack.prefect_server import PREFECT_COMMAND
 
 WORK_POOL = "trainflow-local"
 NAME_PREFIX = "trainflow-worker-"

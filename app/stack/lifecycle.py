@@ -15,36 +15,35 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, computed_field, model_validator
 
-from trainflow.errors import UserInputError
-from trainflow.orchestration.credentials import (
+from app.stack.credentials import (
     ensure_auth_string,
     redact_url,
     requires_auth,
     scrub,
 )
-from trainflow.orchestration.database import check_database_url, sqlite_url
-from trainflow.orchestration.postgres import (
+from app.stack.database import check_database_url, sqlite_url
+from app.stack.options import StackOptions
+from app.stack.postgres import (
     Cluster,
     cluster_is_running,
     find_binaries,
     start_cluster,
     stop_cluster,
 )
-from trainflow.orchestration.prefect_server import (
-    LOOPBACK,
+from app.stack.prefect_server import (
     PREFECT_COMMAND,
     LocalServer,
     is_healthy,
 )
-from trainflow.orchestration.processes import is_alive, stop_group
-from trainflow.orchestration.workers import WORK_POOL, start_worker, worker_places
+from app.stack.processes import is_alive, stop_group
+from app.stack.workers import WORK_POOL, start_worker, worker_places
+from trainflow.errors import UserInputError
 
 AUTOMATIONS_FILE = Path("deployments/automations.yaml")
 # A user's own database settings: the stack's server is given the one stack.json records (under
@@ -53,19 +52,6 @@ DATABASE_VARIABLES = (
     "PREFECT_SERVER_DATABASE_CONNECTION_URL",
     "PREFECT_API_DATABASE_CONNECTION_URL",
 )
-
-
-@dataclass(frozen=True)
-class StackOptions:
-    """How `stack up` builds the stack: where it listens, its database, workers, credentials."""
-
-    port: int
-    host: str = LOOPBACK
-    workers: int = 1
-    postgres: bool = False  # a local PostgreSQL cluster under the home
-    database_url: str | None = None  # an existing PostgreSQL server instead
-    auth: bool = False  # basic auth even on loopback (always on other addresses)
-    ui_host: str | None = None  # the address browsers reach the server at (default: derived)
 
 
 class Stack(BaseModel):

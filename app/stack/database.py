@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.stack.credentials import redact_url, scrub
 from trainflow.errors import UserInputError, error_reason
-from trainflow.orchestration.credentials import redact_url, scrub
 
 CONNECT_TIMEOUT = 10
 URL_SCHEMES = ("postgresql+asyncpg", "postgresql")  # the first is the one Prefect takes

@@ -29,14 +29,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from trainflow.errors import UserInputError
-from trainflow.orchestration.credentials import (
+from app.stack.credentials import (
     ensure_secret,
     generate_password,
     write_secret,
 )
-from trainflow.orchestration.prefect_server import LOOPBACK, free_port
-from trainflow.orchestration.processes import is_alive, wait_for_exit
+from app.stack.prefect_server import LOOPBACK, free_port
+from app.stack.processes import is_alive, wait_for_exit
+from trainflow.errors import UserInputError
 
 SEARCH_ROOTS = (Path("/usr/lib/postgresql"),)
 BINARIES = ("initdb", "pg_ctl", "postgres")
