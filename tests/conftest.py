@@ -178,6 +178,16 @@ def s3_store():
         yield server
 
 
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` (SQLite, artifacts served) on 127.0.0.1 for the tests of one
+    module, as `trainflow stack up --mlflow` starts it."""
+    from app.stack.mlflow_server import MlflowServer
+
+    with MlflowServer(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
+
+
 @pytest.fixture
 def bucket(s3_store, request) -> str:
     """A new bucket in `s3_store`, named after the test."""

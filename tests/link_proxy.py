@@ -83,6 +83,11 @@ class LinkProxy:
         with self._lock:
             self._refuse.append((match, status, code))
 
+    def stop_refusing(self) -> None:
+        """Forward every request again."""
+        with self._lock:
+            self._refuse.clear()
+
     def writes_under(self, prefix: str, since: float = 0.0) -> list[Request]:
         """Write requests for keys under `prefix` (`/bucket/key…`) received at or after `since`."""
         return [

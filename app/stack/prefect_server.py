@@ -47,7 +47,7 @@ def browser_host(host: str) -> str:
             return socket.gethostname()
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
     """`host` as a URL writes it (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -61,7 +61,7 @@ def is_healthy(api_url: str) -> bool:
         return False
 
 
-def _stop_with_parent() -> None:
+def stop_with_parent() -> None:
     """In the child, before exec: ask the kernel to SIGTERM it when its parent dies."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -96,9 +96,9 @@ class LocalServer:
         self.host = host
         # Clients on this machine reach a server listening on every address through loopback.
         client_host = LOOPBACK if host in EVERY_ADDRESS else host
-        self.api_url = f"http://{_url_host(client_host)}:{self.port}/api"
+        self.api_url = f"http://{url_host(client_host)}:{self.port}/api"
         # What a browser opens, on this machine or (off loopback) another one.
-        self.ui_url = f"http://{_url_host(ui_host or browser_host(host))}:{self.port}"
+        self.ui_url = f"http://{url_host(ui_host or browser_host(host))}:{self.port}"
         self.detached = detached
         self.settings = settings or {}
         self.process: subprocess.Popen | None = None
@@ -134,7 +134,7 @@ class LocalServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=self.detached,
-            preexec_fn=None if self.detached else _stop_with_parent,
+            preexec_fn=None if self.detached else stop_with_parent,
         )
         return self
 

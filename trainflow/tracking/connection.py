@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from trainflow.errors import UserInputError, error_reason
 
@@ -43,8 +44,16 @@ def answering_client(uri: str):
         client.search_experiments(max_results=1)
     except Exception as error:
         raise TrackingServerError(
-            f"the MLflow tracking server {uri} does not answer ({error_reason(error)}): start it "
+            f"the MLflow tracking server {uri} does not answer ({_cause(error)}): start it "
             "(trainflow stack up --mlflow, or mlflow server), or unset MLFLOW_TRACKING_URI and "
             "--mlflow to train without tracking"
         ) from error
     return client
+
+
+def _cause(error: BaseException) -> str:
+    """The root of a failed request, such as `[Errno 111] Connection refused`: MLflow's message
+    nests it in three layers of urllib3's."""
+    text = str(error)
+    found = re.search(r"\[Errno -?\d+\] [^\"')]+", text)
+    return found.group(0) if found else error_reason(error)[:200]
