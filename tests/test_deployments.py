@@ -217,8 +217,9 @@ def test_deployment_run_trains_and_writes_the_files(stack, idx_dir, artifacts):
     assert record["status"] == "completed"
     # The stack outlives the run: its UI page is recorded, on the stack's port, and served.
     assert record["flow_run_url"] == f"{stack.record.ui_url}/runs/flow-run/{record['flow_run_id']}"
-    with urllib.request.urlopen(record["flow_run_url"], timeout=30) as response:
-        assert response.status == 200
+    page = urllib.request.Request(record["flow_run_url"], headers={"Accept": "text/html"})
+    with urllib.request.urlopen(page, timeout=30) as response:  # as a browser asks for it
+        assert response.status == 200 and b"<html" in response.read().lower()
 
 
 @needs_chromium
