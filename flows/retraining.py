@@ -9,6 +9,7 @@ from pydantic import Field
 
 from flows.training import training_flow
 from tasks.promote_challenger import promote_challenger_task
+from tasks.track_run import mirror_promotion_task
 from trainflow.config import DEFAULT_TOLERANCE, RunConfig
 from trainflow.results import PromotionDecision
 
@@ -21,4 +22,7 @@ def retraining_flow(
     """Train a new model (a run of the training flow) and make it the champion if its test
     accuracy is at least the champion's minus `tolerance`."""
     summary = training_flow(config)
-    return promote_challenger_task(config, summary, tolerance)
+    decision = promote_challenger_task(config, summary, tolerance)
+    if config.tracking_uri:
+        mirror_promotion_task(config, decision)
+    return decision

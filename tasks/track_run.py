@@ -11,11 +11,19 @@ from prefect import task
 from prefect.runtime import flow_run
 
 from trainflow.config import RunConfig
+from trainflow.errors import RunStateError
 from trainflow.orchestration.links import flow_run_page
 from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
-from trainflow.paths import RunPaths
-from trainflow.results import Evaluation, PersistedModel, PreparedData, RunReport, TrainingResult
-from trainflow.runs.records import record_tracking
+from trainflow.paths import ArtifactPaths, RunPaths
+from trainflow.results import (
+    Evaluation,
+    PersistedModel,
+    PreparedData,
+    PromotionDecision,
+    RunReport,
+    TrainingResult,
+)
+from trainflow.runs.records import read_record, record_tracking
 from trainflow.runs.registry import code_version
 from trainflow.tracking.identity import TrackedRun
 
@@ -93,6 +101,20 @@ def finish_tracking(
     )
 
 
+def mirror_promotion(config: RunConfig, run_name: str, promoted: bool) -> None:
+    """Register the challenger `run_name` as a version of the MLflow registered model, and move
+    the alias `champion` to it when it was promoted (trainflow's registry decided already)."""
+    from trainflow.tracking.registry import point_champion_at, register_run_model
+
+    record = read_record(ArtifactPaths.at(config.artifacts).run(run_name))
+    if record is None or record.mlflow_run_id is None:
+        raise RunStateError(f"run {run_name} has no MLflow run to register")
+    uri = config.tracking_uri or ""
+    register_run_model(uri, config.registered_model_name, record.mlflow_run_id, run_name)
+    if promoted:
+        point_champion_at(uri, config.registered_model_name, run_name)
+
+
 @task(name="open_tracking", retries=2, **RETRY_TRANSIENT_FAULTS)
 def open_tracking_task(config: RunConfig, paths: RunPaths, data: PreparedData) -> TrackedRun:
     """Open (or continue) the run's MLflow run."""
@@ -110,3 +132,9 @@ def finish_tracking_task(
 ) -> None:
     """Send the results to the MLflow run (retried: the tracking server may be back soon)."""
     finish_tracking(tracked, paths, training, persisted, evaluation, report)
+
+
+@task(name="mirror_promotion", retries=3, retry_delay_seconds=10)
+def mirror_promotion_task(config: RunConfig, decision: PromotionDecision) -> None:
+    """The challenger and the decision in MLflow's model registry."""
+    mirror_promotion(config, decision.run_name, decision.promoted)

@@ -61,7 +61,8 @@ FAST_POLLING = {
 
 STACKS = {
     "sqlite": [],
-    "postgres": ["--postgres", "--workers", "2"],
+    # With an MLflow tracking server too, which the workers' runs log to.
+    "postgres": ["--postgres", "--workers", "2", "--mlflow"],
 }
 
 
@@ -123,6 +124,8 @@ def stack(request, tmp_path_factory):
         yield RunningStack(home, record)
     finally:
         stack_command("down")
+    if record.mlflow_pid is not None:
+        assert not is_alive(record.mlflow_pid), "stack down left the MLflow server running"
     if record.postgres is not None:
         assert not is_alive(record.postgres.pid), "stack down left PostgreSQL running"
         assert not record.postgres.temporary or not Path(record.postgres.directory).exists()
@@ -300,6 +303,40 @@ def test_two_retraining_runs_are_registered_and_judged(stack, idx_dir, artifacts
     for version in versions:
         assert version["run_name"] in listed
     assert "champion" in listed
+    _check_the_registry_is_mirrored_in_mlflow(stack, artifacts, cli_environment, first, second)
+
+
+def _check_the_registry_is_mirrored_in_mlflow(stack, artifacts, environment, first, second):
+    """The stack's MLflow server (`stack up --mlflow`), which the workers' runs logged to: each
+    challenger a version of the registered model, its alias `champion` on the champion's version
+    only; `trainflow promote` and `rollback` move it too."""
+    from trainflow.tracking.connection import client_for
+
+    client = client_for(stack.record.mlflow_url)
+    registered = {
+        version.tags["trainflow.run_name"]: version.version
+        for version in client.search_model_versions("name = 'trainflow'")
+    }
+    assert set(registered) == {first["run_name"], second["run_name"]}
+
+    def champion_version() -> str:
+        return client.get_model_version_by_alias("trainflow", "champion").version
+
+    champion = json.loads((artifacts / "registry" / "champion.json").read_text())["run_name"]
+    assert champion_version() == registered[champion]  # moved by a promotion, not a rejection
+    other = first["run_name"] if champion == second["run_name"] else second["run_name"]
+    tracked_shell = {**environment, "MLFLOW_TRACKING_URI": stack.record.mlflow_url}
+    for command, now_champion in (("promote", other), ("rollback", champion)):
+        arguments = [command, *([other] if command == "promote" else [])]
+        completed = subprocess.run(
+            [TRAINFLOW, *arguments, "--artifacts", str(artifacts)],
+            env=tracked_shell,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        assert champion_version() == registered[now_champion], command
 
 
 @in_ci_on("postgres")

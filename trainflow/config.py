@@ -211,6 +211,12 @@ class RunConfig(BaseModel):
         return self.mlflow or os.environ.get("MLFLOW_TRACKING_URI") or None
 
     @property
+    def registered_model_name(self) -> str:
+        """The MLflow registered model of retraining: `registered_model`, else the experiment's
+        name."""
+        return self.registered_model or self.experiment
+
+    @property
     def memory_budget_bytes(self) -> int:
         """`memory_budget` in bytes."""
         return parse_size(self.memory_budget)

@@ -27,17 +27,35 @@ def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
         command.set_defaults(execute=registry_command)
 
 
+def _mirror_champion(registry: Any, run_name: str) -> None:
+    """Move MLflow's alias `champion` too, when the champion's run was tracked (its settings say
+    where: its --mlflow, or this shell's MLFLOW_TRACKING_URI, and its registered model)."""
+    from trainflow.config import RunConfig
+
+    parameters = registry.version(run_name).parameters
+    tracking = ("mlflow", "experiment", "registered_model")
+    config = RunConfig(**{name: parameters[name] for name in tracking if name in parameters})
+    if config.tracking_uri is None:
+        return
+    from trainflow.tracking.registry import point_champion_at
+
+    version = point_champion_at(config.tracking_uri, config.registered_model_name, run_name)
+    if version is not None:
+        print(f"MLflow: {config.registered_model_name}@champion is version {version}")
+
+
 def registry_command(args: argparse.Namespace) -> int:
     from trainflow.paths import ArtifactPaths
     from trainflow.runs.registry import Registry
 
     artifacts = ArtifactPaths.at(args.artifacts)
     registry = Registry(artifacts)
-    if args.command == "promote":
-        print(f"Champion: {registry.promote(args.run_name).run_name}")
-        return 0
-    if args.command == "rollback":
-        print(f"Champion: {registry.rollback().run_name}")
+    if args.command in ("promote", "rollback"):
+        champion = (
+            registry.promote(args.run_name) if args.command == "promote" else registry.rollback()
+        )
+        print(f"Champion: {champion.run_name}")
+        _mirror_champion(registry, champion.run_name)
         return 0
     champion = registry.champion()
     versions = registry.versions()

@@ -36,7 +36,11 @@ def add_to(subcommands: Any, common: argparse.ArgumentParser) -> None:
         help="home of the stack: database, secrets, logs, workers, process ids "
         "(default: .prefect-home)",
     )
-    add_model_options(stack, StackOptions, ["workers", "postgres", "database_url", "auth"])
+    add_model_options(
+        stack,
+        StackOptions,
+        ["workers", "postgres", "database_url", "auth", "mlflow", "mlflow_port"],
+    )
     stack.set_defaults(execute=stack_command)
 
 
@@ -62,6 +66,8 @@ def stack_command(args: argparse.Namespace) -> int:
             else f"{len(pids)} workers (pids {', '.join(map(str, pids))})",
             f"the server (pid {stack.server_pid})",
         ]
+        if stack.mlflow_pid is not None:
+            stopped.append(f"the MLflow server (pid {stack.mlflow_pid})")
         if stack.postgres is not None:
             stopped.append(f"PostgreSQL (pid {stack.postgres.pid})")
         print(f"Stopped {', '.join(stopped[:-1])} and {stopped[-1]}")
@@ -86,4 +92,9 @@ def stack_command(args: argparse.Namespace) -> int:
     )
     if stack.auth_file is not None:
         print(f'  export PREFECT_API_AUTH_STRING="$(cat {stack.auth_file})"')
+    if stack.mlflow_url is not None:
+        print(
+            f"MLflow tracking server {stack.mlflow_url}, which the workers' runs log to; for "
+            f"runs from this shell:\n  export MLFLOW_TRACKING_URI={stack.mlflow_url}"
+        )
     return 0

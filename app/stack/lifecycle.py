@@ -28,6 +28,7 @@ from app.stack.credentials import (
     scrub,
 )
 from app.stack.database import check_database_url, sqlite_url
+from app.stack.mlflow_server import MlflowServer
 from app.stack.options import StackOptions
 from app.stack.postgres import (
     Cluster,
@@ -65,6 +66,8 @@ class Stack(BaseModel):
     database_url: str | None = None  # redacted: the password is `***`
     postgres: Cluster | None = None  # the cluster `up` started, which `down` stops
     auth_file: str | None = None  # where the basic-auth string is, when the server asks for one
+    mlflow_url: str | None = None  # the MLflow tracking server's, with --mlflow
+    mlflow_pid: int | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -119,7 +122,7 @@ def stack_up(project_dir: Path, home: Path, options: StackOptions) -> Stack:
         (home / "stack.json").unlink()
     bin_dir = find_binaries() if options.postgres else None
     auth_string = ensure_auth_string(home) if requires_auth(options.host, options.auth) else None
-    cluster, server, worker_pids = None, None, []
+    cluster, server, tracking, worker_pids = None, None, None, []
     secrets = [auth_string, auth_string.partition(":")[2]] if auth_string else []
     try:
         if bin_dir is not None:
@@ -145,15 +148,18 @@ def stack_up(project_dir: Path, home: Path, options: StackOptions) -> Stack:
         server.start()
         server.wait_until_healthy()
         environment = stack_environment(project_dir, home, server.api_url, auth_string)
+        if options.mlflow:
+            tracking = _start_tracking(home, options)
+            environment["MLFLOW_TRACKING_URI"] = tracking.url  # the workers' runs log to it
         _prepare_server(project_dir, environment)
         places = worker_places(home, options.workers)
         for place in places:
             worker_pids.append(start_worker(place, environment))
     except RuntimeError as error:
-        _stop_started(server, worker_pids, cluster)
+        _stop_started(server, tracking, worker_pids, cluster)
         raise RuntimeError(scrub(str(error), *secrets)) from None
     except BaseException:
-        _stop_started(server, worker_pids, cluster)
+        _stop_started(server, tracking, worker_pids, cluster)
         raise
     stack = Stack(
         api_url=server.api_url,
@@ -164,6 +170,8 @@ def stack_up(project_dir: Path, home: Path, options: StackOptions) -> Stack:
         database_url=redact_url(database_url),
         postgres=cluster,
         auth_file=str(home / "auth") if auth_string is not None else None,
+        mlflow_url=None if tracking is None else tracking.url,
+        mlflow_pid=None if tracking is None else tracking.process.pid,
     )
     (home / "stack.json").write_text(stack.model_dump_json(indent=2))
     return stack
@@ -174,14 +182,32 @@ def _password(url: str) -> str | None:
     return urlsplit(url).password
 
 
+def _start_tracking(home: Path, options: StackOptions) -> MlflowServer:
+    """The MLflow tracking server of `--mlflow`, beside Prefect's, on the same address."""
+    tracking = MlflowServer(
+        home / "mlflow",
+        port=options.mlflow_port,
+        host=options.host,
+        detached=True,
+        log=home / "mlflow.log",
+    )
+    tracking.start()
+    tracking.wait_until_healthy()
+    return tracking
+
+
 def _stop_started(
-    server: LocalServer | None, worker_pids: list[int], cluster: Cluster | None
+    server: LocalServer | None,
+    tracking: MlflowServer | None,
+    worker_pids: list[int],
+    cluster: Cluster | None,
 ) -> None:
     """Stop what a failed `up` had started, newest first."""
     for pid in worker_pids:
         stop_group(pid)
-    if server is not None and server.process is not None:
-        stop_group(server.process.pid)
+    for started in (tracking, server):
+        if started is not None and started.process is not None:
+            stop_group(started.process.pid)
     if cluster is not None:
         stop_cluster(cluster)
 
@@ -230,8 +256,9 @@ def stack_down(home: Path) -> Stack:
 
 def _stop(stack: Stack) -> None:
     """Stop the stack's processes: workers first (no new flow runs), the database last."""
-    for pid in (*stack.worker_pids, stack.server_pid):
-        stop_group(pid)
+    for pid in (*stack.worker_pids, stack.mlflow_pid, stack.server_pid):
+        if pid is not None:
+            stop_group(pid)
     if stack.postgres is not None:
         stop_cluster(stack.postgres)
 
@@ -241,6 +268,7 @@ def is_running(stack: Stack) -> bool:
     return (
         is_healthy(stack.api_url)
         and all(is_alive(pid) for pid in stack.worker_pids)
+        and (stack.mlflow_url is None or is_healthy(stack.mlflow_url))
         and (stack.postgres is None or cluster_is_running(stack.postgres))
     )
 

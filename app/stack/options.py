@@ -49,6 +49,18 @@ class StackOptions(BaseModel):
     auth: bool = Field(
         False, description="require Prefect basic auth (the secret in HOME/auth) even on 127.0.0.1"
     )
+    mlflow: bool = Field(
+        False,
+        description="also start an MLflow tracking server (its database and artifacts under the "
+        "home), which the workers' runs log to",
+    )
+    mlflow_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="port of the MLflow tracking server",
+        json_schema_extra={"default_help": "a free one"},
+    )
 
     @field_validator("database_url")
     @classmethod
