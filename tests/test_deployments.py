@@ -310,6 +310,8 @@ def _check_the_registry_is_mirrored_in_mlflow(stack, artifacts, environment, fir
     """The stack's MLflow server (`stack up --mlflow`), which the workers' runs logged to: each
     challenger a version of the registered model, its alias `champion` on the champion's version
     only; `trainflow promote` and `rollback` move it too."""
+    if stack.record.mlflow_url is None:
+        return  # the SQLite stack (`-m slow`) runs without MLflow
     from trainflow.tracking.connection import client_for
 
     client = client_for(stack.record.mlflow_url)
