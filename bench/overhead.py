@@ -1,6 +1,6 @@
 """The orchestration overhead: a whole `trainflow run` against `bench/plain_keras.py` doing the
 same work, and the fixed costs that make up the difference (`./dev bench --only-overhead` runs just
-these, a quicker pass for a quiet machine)."""
+these, a quicker pass for a quiet machine), and the cost of tracking in MLflow."""
 
 from __future__ import annotations
 
@@ -142,12 +142,14 @@ def overhead_only(
     from app.stack.prefect_server import LocalServer
     from bench.breakdown import fixed_costs
     from bench.report import render
+    from bench.tracking import tracking_cost
 
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
         with LocalServer(home=directory / "prefect-home") as server:
             rows = orchestration_overhead(server.api_url, directory, repeats, epochs)
             rows += fixed_costs(server.api_url, repeats)
+            rows.append(tracking_cost(server.api_url, directory / "tracking", repeats, epochs))
             source = write_synthetic_source(directory / "idx", synthetic_rows)
             workload = Workload(
                 source,

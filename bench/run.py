@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.recovery import recovery_cost
     from bench.report import render
     from bench.store import store_rows
+    from bench.tracking import tracking_cost
     from bench.training import checkpoint_rows, input_pipeline_rows
 
     rows = startup(args.repeats)
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             with LocalServer(home=directory / "prefect-home") as server:
                 rows += orchestration_overhead(server.api_url, directory, args.repeats, args.epochs)
                 rows += fixed_costs(server.api_url, args.repeats)
+                rows.append(
+                    tracking_cost(server.api_url, directory / "tracking", args.repeats, args.epochs)
+                )
                 rows += recovery_cost(
                     server.api_url, directory, args.repeats, epochs=3, every=50, kill_step=330
                 )
