@@ -142,6 +142,40 @@ def test_a_killed_and_resumed_run_is_one_mlflow_run_with_each_epoch_once(
     _check_the_logged_model_predicts_as_the_run(tracked, artifacts, summary)
 
 
+def test_a_run_killed_on_one_machine_and_resumed_on_another_is_one_mlflow_run(
+    tmp_path, idx_dir, s3_store, bucket, mlflow_server, client
+):
+    """Artifacts in a store: killed in its second epoch on one machine, resumed on another that
+    has nothing local; the MLflow run the first machine created is the one the second finishes,
+    each epoch once."""
+    from tests.store_machines import STEPS_PER_EPOCH, machine, run_options
+    from tests.store_machines import trainflow as trainflow_on
+
+    options = run_options(idx_dir, f"s3://{bucket}/team", "roaming", "--experiment", "machines")
+    tracking = {"MLFLOW_TRACKING_URI": mlflow_server.url}
+    first_cwd, first = machine(tmp_path, "first", s3_store)
+    killed = trainflow_on(
+        first_cwd,
+        {**first, **tracking, "TRAINFLOW_KILL_WITHOUT_FLUSH": "1"},
+        *options,
+        "--kill-at-step",
+        str(STEPS_PER_EPOCH + 5),
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    (left,) = runs_named(client, "machines", "roaming")
+
+    second_cwd, second = machine(tmp_path, "second", s3_store)
+    resumed = trainflow_on(second_cwd, {**second, **tracking}, *options)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout)
+    assert summary["resumed_from_step"] is not None
+    (finished,) = runs_named(client, "machines", "roaming")
+    assert finished.info.run_id == left.info.run_id and finished.info.status == "FINISHED"
+    assert summary["mlflow_run_url"].endswith(f"/runs/{finished.info.run_id}")
+    for key in EPOCH_METRICS:
+        assert [step for step, _ in history_of(client, finished.info.run_id, key)] == [1, 2, 3]
+
+
 def _check_the_logged_model_predicts_as_the_run(tracked, artifacts: Path, summary: dict) -> None:
     import mlflow
     import pyarrow.parquet as pq
