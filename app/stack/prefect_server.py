@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any, Self
 
 SERVER_START_TIMEOUT = 120
 LOOPBACK = "127.0.0.1"  # the default: reachable from this machine only
@@ -67,7 +68,64 @@ def stop_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-class LocalServer:
+class ServerProcess:
+    """A server run as a child process, its output in `log`: started by a subclass's `start`
+    (through `_launch`), waited for until `health_url` answers, stopped; or used as a context
+    manager. It stops when this process dies (Linux), unless `detached` puts it in a session of
+    its own that outlives this process."""
+
+    name = "server"
+    health_url: str
+    port: int
+    detached: bool
+    log: Any
+    process: subprocess.Popen | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _launch(self, arguments: list[str], environment: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            arguments,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=self.detached,
+            preexec_fn=None if self.detached else stop_with_parent,
+        )
+
+    def wait_until_healthy(self, timeout: float = SERVER_START_TIMEOUT) -> None:
+        """Block until the server answers; raise with its log if it exits or takes too long."""
+        deadline = time.monotonic() + timeout
+        while not is_healthy(self.health_url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                raise RuntimeError(
+                    f"the {self.name} on port {self.port} did not start: {self.log.read()[-2000:]}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 30 s)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+    def __enter__(self) -> Self:
+        self.start().wait_until_healthy()
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.stop()
+
+
+class LocalServer(ServerProcess):
     """`prefect server start` on a port of `host` (default: loopback only); use `start`,
     `wait_until_healthy`, `stop`, or the object as a context manager.
 
@@ -78,6 +136,8 @@ class LocalServer:
     `ui_host` is the address browsers reach it at (default: `browser_host(host)`); its UI,
     `ui_url`, talks to the API at that address and this port.
     """
+
+    name = "Prefect server"
 
     def __init__(
         self,
@@ -97,6 +157,7 @@ class LocalServer:
         # Clients on this machine reach a server listening on every address through loopback.
         client_host = LOOPBACK if host in EVERY_ADDRESS else host
         self.api_url = f"http://{url_host(client_host)}:{self.port}/api"
+        self.health_url = self.api_url
         # What a browser opens, on this machine or (off loopback) another one.
         self.ui_url = f"http://{url_host(ui_host or browser_host(host))}:{self.port}"
         self.detached = detached
@@ -127,27 +188,8 @@ class LocalServer:
         ]
         if not self.services:
             arguments.append("--no-services")
-        self.process = subprocess.Popen(
-            arguments,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=self.detached,
-            preexec_fn=None if self.detached else stop_with_parent,
-        )
+        self._launch(arguments, environment)
         return self
-
-    def wait_until_healthy(self, timeout: float = SERVER_START_TIMEOUT) -> None:
-        """Block until the server answers; raise with its log if it exits or takes too long."""
-        deadline = time.monotonic() + timeout
-        while not is_healthy(self.api_url):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.log.seek(0)
-                raise RuntimeError(
-                    f"the Prefect server on port {self.port} did not start: {self.log.read()[-2000:]}"
-                )
-            time.sleep(0.1)
 
     def warm_up(self) -> None:
         """Wait for the server, then send it the first requests a flow run makes (its version, a
@@ -165,21 +207,3 @@ class LocalServer:
             urllib.request.urlopen(query, timeout=30).close()
         except (OSError, RuntimeError):
             return
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 30 s)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-
-    def __enter__(self) -> LocalServer:
-        self.start().wait_until_healthy()
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        self.stop()
