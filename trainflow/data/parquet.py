@@ -141,9 +141,26 @@ def _image_chunks(path: Path, shape: tuple[int, ...], pixel_dtype: np.dtype) -> 
                         raise _null_images_error(path, itertools.chain([batch], batches))
                     yield pixel_values(images, pixel_dtype).reshape((batch.num_rows, *shape))
         except (OSError, pa.ArrowException) as error:
-            raise _unreadable_parquet(path, error) from error
+            raise _null_lists_error(path, error) or _unreadable_parquet(path, error) from error
 
     return chunks
+
+
+def _null_lists_error(path: Path, error: Exception) -> DataSourceError | None:
+    """pyarrow 25 cannot read a fixed-size list column holding a null list (26 can: the images
+    check above then counts them); its error names no column. The column statistics count the
+    null images (with any null pixels): None when that is not the error, or there are none."""
+    if not (isinstance(error, pa.ArrowInvalid) and "had size=0" in str(error)):
+        return None
+    with pq.ParquetFile(path) as parquet:
+        metadata = parquet.metadata
+        nulls = 0
+        for group in range(metadata.num_row_groups):
+            for index in range(metadata.num_columns):
+                column = metadata.row_group(group).column(index)
+                if column.path_in_schema.split(".")[0] == IMAGE_COLUMN and column.statistics:
+                    nulls += column.statistics.null_count or 0
+    return _nulls_error(path, IMAGE_COLUMN, nulls, "images") if nulls else None
 
 
 def _null_images_error(path: Path, batches: Iterable[pa.RecordBatch]) -> DataSourceError:
