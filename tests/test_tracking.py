@@ -336,3 +336,16 @@ def test_without_a_tracking_uri_mlflow_is_not_imported():
         [sys.executable, "-c", code], env=environment, capture_output=True, text=True
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def test_a_tracked_run_leaves_the_process_environment_as_it_was(mlflow_server, monkeypatch):
+    """MLflow exports the URI it is given into the environment: a tracked run must not make the
+    later runs of the same process (a worker, a test session) tracked too."""
+    from trainflow.config import RunConfig
+    from trainflow.tracking.connection import answering_client
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    answering_client(mlflow_server.url)
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    assert RunConfig(dataset="mnist").tracking_uri is None

@@ -24,15 +24,28 @@ class TrackingServerError(UserInputError):
     """The tracking server a run is to log to does not answer when the run starts."""
 
 
+# What `mlflow.set_tracking_uri`/`set_registry_uri` also write into this process's environment.
+_EXPORTED_URIS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 def client_for(uri: str):
     """An `MlflowClient` of the tracking server (and model registry) at `uri`; MLflow's own
-    functions of this process use it too."""
+    functions of this process use it too. This process's environment is left as it was."""
     for name, value in REQUEST_SETTINGS.items():
         os.environ.setdefault(name, value)
     import mlflow
 
+    # MLflow exports the URIs it is given into the environment (for its subprocesses): one run
+    # with --mlflow would make every later run of the same process (a worker serving flows, a
+    # test session) log to that server, or fail when it is gone.
+    exported = {name: os.environ.get(name) for name in _EXPORTED_URIS}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for name, value in exported.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
