@@ -344,8 +344,9 @@ def test_a_tracked_run_leaves_the_process_environment_as_it_was(mlflow_server, m
     from trainflow.config import RunConfig
     from trainflow.tracking.connection import answering_client
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    exported_by_mlflow = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    for name in exported_by_mlflow:
+        monkeypatch.delenv(name, raising=False)
     answering_client(mlflow_server.url)
-    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    assert not [name for name in exported_by_mlflow if name in os.environ]
     assert RunConfig(dataset="mnist").tracking_uri is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from trainflow.errors import UserInputError, error_reason
 
@@ -24,8 +26,9 @@ class TrackingServerError(UserInputError):
     """The tracking server a run is to log to does not answer when the run starts."""
 
 
-# What `mlflow.set_tracking_uri`/`set_registry_uri` also write into this process's environment.
-_EXPORTED_URIS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+# What `mlflow.set_tracking_uri`, `set_registry_uri` and `set_experiment` also write into this
+# process's environment (for MLflow's subprocesses).
+_EXPORTED_BY_MLFLOW = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
 
 
 def client_for(uri: str):
@@ -35,18 +38,27 @@ def client_for(uri: str):
         os.environ.setdefault(name, value)
     import mlflow
 
-    # MLflow exports the URIs it is given into the environment (for its subprocesses): one run
-    # with --mlflow would make every later run of the same process (a worker serving flows, a
-    # test session) log to that server, or fail when it is gone.
-    exported = {name: os.environ.get(name) for name in _EXPORTED_URIS}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    for name, value in exported.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with environment_kept():
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def environment_kept() -> Iterator[None]:
+    """MLflow's variables in this process's environment as they were before, whatever MLflow's
+    setters inside exported: one run with --mlflow would otherwise make every later run of the
+    same process (a worker serving flows, a test session) log to that server, or fail when it is
+    gone."""
+    exported = {name: os.environ.get(name) for name in _EXPORTED_BY_MLFLOW}
+    try:
+        yield
+    finally:
+        for name, value in exported.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def answering_client(uri: str):

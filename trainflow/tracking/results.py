@@ -11,7 +11,7 @@ from typing import Any
 from trainflow.contract import ModelContract
 from trainflow.recipe import ModelRecipe
 from trainflow.reports.metrics import ClassificationReport
-from trainflow.tracking.connection import client_for
+from trainflow.tracking.connection import client_for, environment_kept
 from trainflow.tracking.epochs import EpochLog
 from trainflow.tracking.identity import TrackedRun
 from trainflow.training.models import load_saved_model
@@ -100,7 +100,8 @@ def _log_keras_model(
         inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *image_shape))]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, outputs))]),
     )
-    mlflow.set_experiment(experiment_id=tracked.experiment_id)  # where Model.log puts it
+    with environment_kept():
+        mlflow.set_experiment(experiment_id=tracked.experiment_id)  # where Model.log puts it
     # Given, not inferred: inference imports the model in a subprocess and asks the network.
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
     return Model.log(
