@@ -110,7 +110,7 @@ def test_evaluation_and_report_files(finished_run):
 def test_the_classic_code_loads_the_saved_files_and_gets_the_reported_accuracy(
     finished_run, tmp_path
 ):
-    data, paths, _, persisted, evaluation, _ = finished_run
+    data, _, _, persisted, evaluation, _ = finished_run
     test_file = tmp_path / "test.npz"
     x_test, y_test = read_split(data.paths.split("test"))
     np.savez(test_file, x_test=x_test, y_test=y_test)

@@ -26,9 +26,9 @@ def learning_curves(history: dict[str, list[float]], resumed_epochs: list[float]
     line where training resumed (at the fraction of the epoch it had reached)."""
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     # The model's own first metric: `accuracy`, or whatever its builder named it (`acc`, ...).
-    metric = next((key for key in history if key != "loss" and not key.startswith("val_")), "")
+    first = next((key for key in history if key != "loss" and not key.startswith("val_")), "")
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for axis, metric, title in ((axes[0], "loss", "Loss"), (axes[1], metric, metric.title())):
+    for axis, metric, title in ((axes[0], "loss", "Loss"), (axes[1], first, first.title())):
         for prefix, label, marker in (("", "train", "o"), ("val_", "validation", "s")):
             if f"{prefix}{metric}" in history:
                 axis.plot(epochs, history[f"{prefix}{metric}"], marker=marker, label=label)
