@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
 from tests.link_proxy import LinkProxy
+from tests.model_server import ModelServer
 from trainflow.checkpoints.state import ResumeState
 
 CLI_TIMEOUT = 600
@@ -139,7 +140,7 @@ def test_a_killed_and_resumed_run_is_one_mlflow_run_with_each_epoch_once(
         ).read_text()
     )
     assert evaluation["accuracy"] == summary["test_accuracy"]
-    _check_the_logged_model_predicts_as_the_run(tracked, artifacts, summary)
+    _check_the_logged_model_predicts_as_the_run(tracked, artifacts, summary, mlflow_server.url)
 
 
 def test_a_run_killed_on_one_machine_and_resumed_on_another_is_one_mlflow_run(
@@ -176,7 +177,9 @@ def test_a_run_killed_on_one_machine_and_resumed_on_another_is_one_mlflow_run(
         assert [step for step, _ in history_of(client, finished.info.run_id, key)] == [1, 2, 3]
 
 
-def _check_the_logged_model_predicts_as_the_run(tracked, artifacts: Path, summary: dict) -> None:
+def _check_the_logged_model_predicts_as_the_run(
+    tracked, artifacts: Path, summary: dict, tracking_uri: str
+) -> None:
     import mlflow
     import pyarrow.parquet as pq
 
@@ -194,9 +197,14 @@ def _check_the_logged_model_predicts_as_the_run(tracked, artifacts: Path, summar
     split = ArtifactPaths.at(artifacts).data(summary["data_fingerprint"]).split("test")
     images, _ = read_split(split, summary["pixels"])
     shape = model.metadata.get_input_schema().inputs[0].shape
-    predicted = np.argmax(model.predict(images.reshape(-1, *shape[1:])), axis=1)
+    images = images.reshape(-1, *shape[1:])
+    predicted = np.argmax(model.predict(images), axis=1)
     run_predictions = pq.read_table(Path(summary["reports_dir"]) / "predictions.parquet")
-    assert predicted.tolist() == run_predictions.column("predicted").to_pylist()
+    classes = run_predictions.column("predicted").to_pylist()
+    assert predicted.tolist() == classes
+    # And served over HTTP as the README says, fed pixels in the range its metadata names.
+    with ModelServer(logged.model_uri, tracking_uri) as served:
+        assert np.argmax(served.predict(images[:64]), axis=1).tolist() == classes[:64]
 
 
 def test_a_run_that_fails_for_good_is_failed_and_its_next_attempt_finishes_it(
