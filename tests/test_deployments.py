@@ -314,6 +314,8 @@ def _check_the_registry_is_mirrored_in_mlflow(stack, artifacts, environment, fir
         for version in client.search_model_versions("name = 'trainflow'")
     }
     assert set(registered) == {first["run_name"], second["run_name"]}
+    if stack.record.postgres is not None:
+        _check_mlflow_keeps_its_runs_in_the_stack_postgres(stack, set(registered.values()))
 
     def champion_version() -> str:
         return client.get_model_version_by_alias("trainflow", "champion").version
@@ -333,6 +335,30 @@ def _check_the_registry_is_mirrored_in_mlflow(stack, artifacts, environment, fir
         )
         assert completed.returncode == 0, completed.stderr[-2000:]
         assert champion_version() == registered[now_champion], command
+
+
+def _check_mlflow_keeps_its_runs_in_the_stack_postgres(stack, versions: set[str]) -> None:
+    """With `--postgres`, the MLflow server's runs and registry are in the cluster's database
+    `mlflow` (read there directly), not in SQLite; stack.json names it without the password."""
+    import psycopg2
+
+    from app.stack.postgres import PASSWORD_FILE
+
+    port = stack.record.postgres.port
+    assert stack.record.mlflow_database_url == (
+        f"postgresql+psycopg2://prefect:***@127.0.0.1:{port}/mlflow"
+    )
+    assert not (stack.home / "mlflow" / "mlflow.db").exists()
+    password = (stack.home / PASSWORD_FILE).read_text().strip()
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=port, user="prefect", password=password, dbname="mlflow"
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT version FROM model_versions WHERE name = 'trainflow'")
+            assert {str(version) for (version,) in cursor.fetchall()} == versions
+    finally:
+        connection.close()
 
 
 @in_ci_on("postgres")

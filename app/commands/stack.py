@@ -94,7 +94,8 @@ def stack_command(args: argparse.Namespace) -> int:
         print(f'  export PREFECT_API_AUTH_STRING="$(cat {stack.auth_file})"')
     if stack.mlflow_url is not None:
         print(
-            f"MLflow tracking server {stack.mlflow_url}, which the workers' runs log to; for "
-            f"runs from this shell:\n  export MLFLOW_TRACKING_URI={stack.mlflow_url}"
+            f"MLflow tracking server {stack.mlflow_url} (runs in {stack.mlflow_database_url}), "
+            "which the workers' runs log to; for runs from this shell:\n"
+            f"  export MLFLOW_TRACKING_URI={stack.mlflow_url}"
         )
     return 0

@@ -68,6 +68,7 @@ class Stack(BaseModel):
     auth_file: str | None = None  # where the basic-auth string is, when the server asks for one
     mlflow_url: str | None = None  # the MLflow tracking server's, with --mlflow
     mlflow_pid: int | None = None
+    mlflow_database_url: str | None = None  # redacted, as database_url
 
     @model_validator(mode="before")
     @classmethod
@@ -149,7 +150,7 @@ def stack_up(project_dir: Path, home: Path, options: StackOptions) -> Stack:
         server.wait_until_healthy()
         environment = stack_environment(project_dir, home, server.api_url, auth_string)
         if options.mlflow:
-            tracking = _start_tracking(home, options)
+            tracking = _start_tracking(home, options, cluster, _password(database_url))
             environment["MLFLOW_TRACKING_URI"] = tracking.url  # the workers' runs log to it
         _prepare_server(project_dir, environment)
         places = worker_places(home, options.workers)
@@ -172,6 +173,7 @@ def stack_up(project_dir: Path, home: Path, options: StackOptions) -> Stack:
         auth_file=str(home / "auth") if auth_string is not None else None,
         mlflow_url=None if tracking is None else tracking.url,
         mlflow_pid=None if tracking is None else tracking.process.pid,
+        mlflow_database_url=None if tracking is None else redact_url(tracking.database_url),
     )
     (home / "stack.json").write_text(stack.model_dump_json(indent=2))
     return stack
@@ -182,14 +184,18 @@ def _password(url: str) -> str | None:
     return urlsplit(url).password
 
 
-def _start_tracking(home: Path, options: StackOptions) -> MlflowServer:
-    """The MLflow tracking server of `--mlflow`, beside Prefect's, on the same address."""
+def _start_tracking(
+    home: Path, options: StackOptions, cluster: Cluster | None, password: str | None
+) -> MlflowServer:
+    """The MLflow tracking server of `--mlflow`, beside Prefect's, on the same address; its runs
+    in the stack's PostgreSQL cluster when there is one, else in SQLite under the home."""
     tracking = MlflowServer(
         home / "mlflow",
         port=options.mlflow_port,
         host=options.host,
         detached=True,
         log=home / "mlflow.log",
+        database_url=None if cluster is None else cluster.tracking_url(password or ""),
     )
     tracking.start()
     tracking.wait_until_healthy()

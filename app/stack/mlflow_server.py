@@ -1,5 +1,5 @@
 """An MLflow tracking server process (`mlflow server`) on a port of 127.0.0.1 (by default), with
-its runs in an SQLite database under its home and its artifacts in a
+its runs in an SQLite database under its home (or the database it is given) and its artifacts in a
 directory it serves to clients (`--artifacts-destination`: clients upload and download through the
 server, so they need no access to the directory)."""
 
@@ -24,7 +24,9 @@ MLFLOW_COMMAND = str(Path(sys.executable).with_name("mlflow"))
 class MlflowServer(ServerProcess):
     """`mlflow server` with its database and artifacts under `home`; `start`, `wait_until_healthy`,
     `stop`, or the object as a context manager. Like `LocalServer`, it stops when this process
-    dies unless `detached`."""
+    dies unless `detached`. `database_url` (SQLAlchemy's form) puts its runs in another database;
+    it may hold a password, so it is given to the server in its environment, not its arguments
+    (which every user of the machine can read)."""
 
     name = "MLflow server"
 
@@ -35,6 +37,7 @@ class MlflowServer(ServerProcess):
         host: str = LOOPBACK,
         detached: bool = False,
         log: Path | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.home = home
         self.port = port or free_port()
@@ -42,7 +45,7 @@ class MlflowServer(ServerProcess):
         client_host = LOOPBACK if host in EVERY_ADDRESS else host
         self.url = f"http://{url_host(client_host)}:{self.port}"
         self.health_url = self.url
-        self.database_url = f"sqlite:///{home / 'mlflow.db'}"
+        self.database_url = database_url or f"sqlite:///{home / 'mlflow.db'}"
         self.detached = detached
         self.log = log.open("w+") if log is not None else tempfile.TemporaryFile(mode="w+")
 
@@ -56,8 +59,6 @@ class MlflowServer(ServerProcess):
             self.host,
             "--port",
             str(self.port),
-            "--backend-store-uri",
-            self.database_url,
             "--artifacts-destination",
             str(self.home / "artifacts"),
             "--workers",
@@ -66,7 +67,12 @@ class MlflowServer(ServerProcess):
         if self.host not in (LOOPBACK, "localhost"):
             # MLflow answers only requests addressed to localhost unless told which hosts to serve.
             arguments += ["--allowed-hosts", "*"]
-        self._launch(arguments, {**_environment(), "MLFLOW_DISABLE_TELEMETRY": "true"})
+        environment = {
+            **_environment(),
+            "MLFLOW_BACKEND_STORE_URI": self.database_url,  # `--backend-store-uri`, unseen
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+        self._launch(arguments, environment)
         return self
 
 

@@ -43,7 +43,8 @@ BINARIES = ("initdb", "pg_ctl", "postgres")
 MINIMUM_VERSION = 14  # Prefect's migrations need PostgreSQL 14 or newer
 SYSTEM_USER = "postgres"  # who runs the cluster when we are root
 ROLE = "prefect"
-DATABASE = "prefect"
+DATABASE = "prefect"  # Prefect's
+TRACKING_DATABASE = "mlflow"  # the MLflow tracking server's, with --mlflow
 PASSWORD_FILE = "postgres-password"
 SHARED_PARENTS = (Path("/var/tmp"), Path("/tmp"))
 START_TIMEOUT = 60
@@ -69,6 +70,11 @@ class Cluster(BaseModel):
     def url(self, password: str) -> str:
         """The URL Prefect's server connects with (it holds the password: never show it)."""
         return f"postgresql+asyncpg://{ROLE}:{password}@{LOOPBACK}:{self.port}/{DATABASE}"
+
+    def tracking_url(self, password: str) -> str:
+        """The URL of the MLflow tracking server's database, through the synchronous driver
+        MLflow's store uses (it holds the password: never show it)."""
+        return f"postgresql+psycopg2://{ROLE}:{password}@{LOOPBACK}:{self.port}/{TRACKING_DATABASE}"
 
 
 def find_binaries(roots: tuple[Path, ...] = SEARCH_ROOTS) -> Path:
@@ -99,7 +105,8 @@ def find_binaries(roots: tuple[Path, ...] = SEARCH_ROOTS) -> Path:
 
 def start_cluster(home: Path, bin_dir: Path) -> tuple[Cluster, str]:
     """Start the stack's cluster (initialising it on first use) on a free port, with the
-    database `prefect` and the extension `pg_trgm`; returns it and the URL with the password."""
+    databases `prefect` (and the extension `pg_trgm`) and `mlflow`; returns it and the URL of
+    `prefect` with the password."""
     run_as = _system_user()
     password = ensure_secret(home / PASSWORD_FILE, generate_password)
     directory, temporary = _cluster_directory(home, run_as)
@@ -144,7 +151,8 @@ def stop_cluster(cluster: Cluster) -> None:
 
 
 async def _create_database(port: int, password: str) -> None:
-    """Create the database `prefect` if missing, and the extension Prefect's migrations need."""
+    """Create the databases `prefect` and `mlflow` if missing, and the extension Prefect's
+    migrations need."""
     import asyncpg
 
     for database in ("postgres", DATABASE):
@@ -159,8 +167,9 @@ async def _create_database(port: int, password: str) -> None:
         try:
             if database == "postgres":
                 exists = "SELECT 1 FROM pg_database WHERE datname = $1"
-                if not await connection.fetchval(exists, DATABASE):
-                    await connection.execute(f'CREATE DATABASE "{DATABASE}"')
+                for name in (DATABASE, TRACKING_DATABASE):
+                    if not await connection.fetchval(exists, name):
+                        await connection.execute(f'CREATE DATABASE "{name}"')
             else:
                 await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         finally:
