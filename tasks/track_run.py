@@ -95,7 +95,6 @@ def finish_tracking(
             "evaluation": [storage.local_copy(evaluation.path)],
         },
         storage.local_copy(persisted.keras_model),
-        training.recipe,
         training.contract,
         training.image_shape,
     )

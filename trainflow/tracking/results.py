@@ -5,16 +5,15 @@ is sent only if the MLflow run lacks it, so a retried or resumed end adds nothin
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 from trainflow.contract import ModelContract
-from trainflow.recipe import ModelRecipe
 from trainflow.reports.metrics import ClassificationReport
 from trainflow.tracking.connection import client_for, environment_kept
 from trainflow.tracking.epochs import EpochLog
 from trainflow.tracking.identity import TrackedRun
-from trainflow.training.models import load_saved_model
 
 logger = logging.getLogger("trainflow.tracking")
 
@@ -30,14 +29,12 @@ def finish_tracked_run(
     report: ClassificationReport,
     files: dict[str, list[Path]],
     keras_model: Path,
-    recipe: ModelRecipe,
     contract: ModelContract,
     image_shape: tuple[int, ...],
 ) -> None:
     """Send what the MLflow run lacks of a finished run and mark it FINISHED: `test_metrics`
     (step: the last epoch), `report` as the table `evaluation/per_class.json`, `files` under
-    their artifact directories (local copies), and the `.keras` model at `keras_model` (built by
-    `recipe`)."""
+    their artifact directories (local copies), and the `.keras` model at `keras_model`."""
     client = client_for(tracked.uri)
     EpochLog(client, tracked.run_id).send(history, epoch_ends_ms)
     # At the step of the last epoch (a run trained on for more epochs later gets another point),
@@ -57,7 +54,7 @@ def finish_tracked_run(
         for path in paths:
             client.log_artifact(tracked.run_id, str(path), directory)
     if not _model_logged(tracked, epochs):
-        model = load_saved_model(keras_model, recipe)
+        model = _SavedKerasFile(keras_model)
         _log_keras_model(tracked, model, contract, image_shape, len(report.per_class), epochs)
     client.set_terminated(tracked.run_id, "FINISHED")
 
@@ -80,9 +77,22 @@ def _model_logged(tracked: TrackedRun, epochs: int) -> bool:
     )
 
 
+class _SavedKerasFile:
+    """The run's saved `.keras` file, standing for the model in `mlflow.keras.save_model`, which
+    (given a signature and the requirements) only calls `model.save(path)`: the file is copied, so
+    the model in MLflow is the very file the run saved and checked, and logging it neither loads
+    the model into TensorFlow nor serializes it again (a test loads and serves what is logged)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def save(self, destination: str) -> None:
+        shutil.copyfile(self.path, destination)
+
+
 def _log_keras_model(
     tracked: TrackedRun,
-    model: Any,
+    model: _SavedKerasFile,
     contract: ModelContract,
     image_shape: tuple[int, ...],
     num_classes: int,
