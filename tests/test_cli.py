@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,6 +122,14 @@ def test_run_json_reports_files_that_exist(idx_dir, artifacts, cli_environment):
     ]
 
 
+def committed_manifests(resume_dir: Path) -> list[Path]:
+    return [
+        path
+        for path in resume_dir.glob("step-*.json")
+        if re.fullmatch(r"step-\d+\.json", path.name)
+    ]
+
+
 def test_sigkilled_run_resumes_when_started_again_with_its_name(
     tmp_path, artifacts, cli_environment
 ):
@@ -149,7 +158,9 @@ def test_sigkilled_run_resumes_when_started_again_with_its_name(
     resume_dir = artifacts / "runs" / "killed" / "checkpoints" / "resume"
     deadline = time.monotonic() + CLI_TIMEOUT
     try:
-        while len(list(resume_dir.glob("step-*.json"))) < 2:  # two epochs checkpointed
+        # Two epochs committed: a manifest under its final name (one being written has a
+        # temporary name that matches `step-*.json` too).
+        while len(committed_manifests(resume_dir)) < 2:
             assert process.poll() is None, "training ended before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint appeared"
             time.sleep(0.05)
