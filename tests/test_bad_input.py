@@ -257,7 +257,33 @@ def _trainflow_run(source: str, artifacts: Path, environment: dict, *options: st
     )
 
 
-@pytest.mark.parametrize("make_source", BAD_DATA, ids=lambda function: function.__name__)
+# Through the command line in CI: a case of each reader and of each stage that finds a problem
+# (before anything starts, decoding, checking values, splitting, with an option); the rest under
+# `-m slow`. Every case is checked in process below: the same error, which the command line
+# prints as its one line.
+THROUGH_THE_COMMAND_LINE = {
+    missing_path,
+    truncated_gzip,
+    labels_beyond_the_number_of_classes,
+    unreadable_image_in_a_class_folder,
+    nan_pixels,
+    class_missing_from_a_split,
+    npz_holding_a_single_array,
+    parquet_null_image,
+}
+
+
+@pytest.mark.parametrize(
+    "make_source",
+    [
+        pytest.param(
+            make_source,
+            id=make_source.__name__,
+            marks=() if make_source in THROUGH_THE_COMMAND_LINE else pytest.mark.slow,
+        )
+        for make_source in BAD_DATA
+    ],
+)
 def test_bad_data_is_one_line_naming_the_file_and_exit_2(
     make_source, tmp_path, artifacts, server_environment
 ):
@@ -291,3 +317,4 @@ def test_every_bad_data_case_is_a_data_source_error_in_process(tmp_path):
                 DataSource.parse(source), preparation, ArtifactPaths.at(tmp_path / "artifacts")
             )
         assert problem in str(raised.value), make_source.__name__
+        assert str(tmp_path / make_source.__name__) in str(raised.value), make_source.__name__

@@ -150,10 +150,12 @@ def two_class_idx_dir(directory):
         ("examples.small_convnet:build_model", 10),
         ("tests.resume_builders:scheduled_noisy", 10),
         ("examples.tutorial_models:quickstart", 10),
-        ("examples.tutorial_models:simple_convnet", 10),
-        ("examples.tutorial_models:from_scratch", 2),
-        ("examples.tutorial_models:subclassed", 10),
-        ("examples.tutorial_models:frozen_mobilenet", 3),
+        # Heads and model styles that add no state of their own to a checkpoint (each trained,
+        # evaluated and served in test_model_heads.py): resumed bit for bit under `-m slow`.
+        pytest.param("examples.tutorial_models:simple_convnet", 10, marks=pytest.mark.slow),
+        pytest.param("examples.tutorial_models:from_scratch", 2, marks=pytest.mark.slow),
+        pytest.param("examples.tutorial_models:subclassed", 10, marks=pytest.mark.slow),
+        ("examples.tutorial_models:frozen_mobilenet", 3),  # non-trainable weights and BN state
     ],
 )
 def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run_bitwise(
