@@ -178,10 +178,10 @@ def s3_store():
         yield server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real `mlflow server` (SQLite, artifacts served) on 127.0.0.1 for the tests of one
-    module, as `trainflow stack up --mlflow` starts it."""
+    """A real `mlflow server` (SQLite, artifacts served) on 127.0.0.1 for the test session, as
+    `trainflow stack up --mlflow` starts it (seconds to start: one for every module)."""
     from app.stack.mlflow_server import MlflowServer
 
     with MlflowServer(tmp_path_factory.mktemp("mlflow-server")) as server:

@@ -478,7 +478,7 @@ def test_a_run_that_vanished_silently_is_marked_crashed_by_heartbeats(
     environment = {
         **os.environ,
         "PREFECT_API_URL": stack.api_url,
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
     }
     arguments = [
         TRAINFLOW,
@@ -502,7 +502,7 @@ def test_a_run_that_vanished_silently_is_marked_crashed_by_heartbeats(
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.5)
         flow_run_id = json.loads(record.read_text())["flow_run_id"]
-        time.sleep(HEARTBEAT_SECONDS + 5)  # at least one heartbeat has been sent
+        wait_for_first_heartbeat(client, flow_run_id, alive=process)
     finally:
         process.kill()
         process.wait()
@@ -511,6 +511,21 @@ def test_a_run_that_vanished_silently_is_marked_crashed_by_heartbeats(
     state = wait_for_state(client, flow_run_id, lambda state: not state.is_running(), timeout=300)
     assert state.is_crashed(), state
     assert time.monotonic() - killed_at < SILENCE_SECONDS + 60
+
+
+def wait_for_first_heartbeat(client, flow_run_id, alive: subprocess.Popen) -> None:
+    """Return once the server has stored a heartbeat event of the flow run (the automation
+    watches for silence only after one), failing if the run's process ends first."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    heartbeats = EventFilter(
+        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+        resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+    )
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not client.read_events(filter=heartbeats, limit=1).events:
+        assert time.monotonic() < deadline and alive.poll() is None
+        time.sleep(0.5)
 
 
 SUBMITTED = re.compile(r"Worker '([\w-]+)' submitting flow run '([0-9a-f-]+)'")

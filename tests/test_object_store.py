@@ -1,6 +1,6 @@
 """Artifacts in a real S3-compatible store (moto's server on 127.0.0.1): a run killed on one
-"machine" resumes on another that has nothing local, bit for bit; two machines cannot run one run
-at once; faults of the store are retried, and what the user must fix is one line.
+"machine" resumes on another that has nothing local, bit for bit, and is one MLflow run (a real
+`mlflow server`) with each epoch logged once.
 
 A "machine" is a working directory, HOME and TMPDIR of its own (so its own scratch mirror and
 PREFECT_HOME): it shares nothing with the other but the store.
@@ -12,6 +12,7 @@ import json
 import signal
 from pathlib import Path
 
+from tests.mlflow_runs import EPOCH_METRICS, history_of, runs_named
 from tests.s3_server import CREDENTIALS, S3Server
 from tests.store_machines import (
     STEPS_PER_EPOCH,
@@ -23,20 +24,26 @@ from tests.store_machines import (
 )
 from trainflow.checkpoints.compare import differing_arrays
 from trainflow.storage.digests import sha256_of_files
+from trainflow.tracking.connection import client_for
 from trainflow.training.callbacks.faults import KILL_WITHOUT_FLUSH
 
 
 def test_a_run_killed_on_one_machine_resumes_on_another_bit_for_bit(
-    s3_store: S3Server, bucket: str, idx_dir: Path, tmp_path: Path
+    s3_store: S3Server, bucket: str, idx_dir: Path, tmp_path: Path, mlflow_server
 ):
+    """Both machines track the run in MLflow: the MLflow run machine A created is the one B
+    finishes, with each epoch once (A logged epochs 1 and 2, B epoch 3)."""
     artifacts = f"s3://{bucket}/team"
     kill_step = 2 * STEPS_PER_EPOCH + 3  # mid-epoch 3, after the step-20 checkpoint
+    tracking = {"MLFLOW_TRACKING_URI": mlflow_server.url}
+    experiment = ("--experiment", bucket)  # a fresh experiment in the session's server
+    tracker = client_for(mlflow_server.url)
 
     cwd_a, machine_a = machine(tmp_path, "machine-a", s3_store)
     killed = trainflow(
         cwd_a,
-        {**machine_a, KILL_WITHOUT_FLUSH: "1"},
-        *run_options(idx_dir, artifacts, "moved", "--kill-at-step", str(kill_step)),
+        {**machine_a, **tracking, KILL_WITHOUT_FLUSH: "1"},
+        *run_options(idx_dir, artifacts, "moved", "--kill-at-step", str(kill_step), *experiment),
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     committed = committed_checkpoints(s3_store, bucket, "team/runs/moved")
@@ -44,16 +51,23 @@ def test_a_run_killed_on_one_machine_resumes_on_another_bit_for_bit(
     newest = committed[0].global_step
     assert 0 < newest <= kill_step
     assert {state.lock_generation for state in committed} == {1}  # the run's first owner
+    (left,) = runs_named(tracker, bucket, "moved")
+    assert left.info.status == "RUNNING"  # as a killed process leaves it
 
     cwd_b, machine_b = machine(tmp_path, "machine-b", s3_store)
     assert not any(Path(machine_b["TMPDIR"]).iterdir()) and not any(cwd_b.iterdir())
     resumed = trainflow(
         cwd_b,
-        machine_b,
-        *run_options(idx_dir, artifacts, "moved", "--kill-at-step", str(kill_step)),
+        {**machine_b, **tracking},
+        *run_options(idx_dir, artifacts, "moved", "--kill-at-step", str(kill_step), *experiment),
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads(resumed.stdout)
+    (finished,) = runs_named(tracker, bucket, "moved")
+    assert finished.info.run_id == left.info.run_id and finished.info.status == "FINISHED"
+    assert summary["mlflow_run_url"].endswith(f"/runs/{finished.info.run_id}")
+    for key in EPOCH_METRICS:
+        assert [step for step, _ in history_of(tracker, finished.info.run_id, key)] == [1, 2, 3]
     assert summary["resumed_from_step"] == newest  # 0 checkpointed steps trained again
     assert f"Resuming run moved from checkpoint step-{newest:09d}.weights.h5" in resumed.stderr
     assert summary["weights_path"] == f"{artifacts}/runs/moved/model/model.weights.h5"

@@ -94,11 +94,11 @@ promote_challenger(RunConfig(artifacts=artifacts), summary(name, 0.9), tolerance
 
 
 def test_concurrent_promotions_are_serialised(config, tmp_path):
-    """Eight processes promote at once: every version is registered and the pointer is whole."""
+    """Four processes promote at once: every version is registered and the pointer is whole."""
     import subprocess
     import sys
 
-    names = [f"challenger-{index}" for index in range(8)]
+    names = [f"challenger-{index}" for index in range(4)]
     processes = [
         subprocess.Popen([sys.executable, "-c", PROMOTER, str(config.artifacts), name])
         for name in names

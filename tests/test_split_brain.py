@@ -18,7 +18,9 @@ from tests.store_machines import RUN_TIMEOUT, committed_checkpoints, machine, ru
 from trainflow.checkpoints.compare import differing_arrays
 from trainflow.storage.digests import sha256_of_files
 
-LONG_RUN = ("--epochs", "40", "--patience", "40")
+# Long enough that A is still training when its link stalls: after the first commit the test
+# sees, 20 more commits and the model's export remain, each a round trip to the store.
+LONG_RUN = ("--epochs", "10", "--patience", "10")
 
 
 def lease_generation(store: S3Server, bucket: str, key: str) -> int:

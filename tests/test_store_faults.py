@@ -28,7 +28,10 @@ from tests.store_machines import (
     trainflow,
 )
 
-LONG_RUN = ("--epochs", "40", "--patience", "40")
+# Long enough that the run is still training when the store stops: after the first commit the
+# test sees, 20 more commits and the model's export remain, each a round trip to the store.
+EPOCHS = 10
+LONG_RUN = ("--epochs", str(EPOCHS), "--patience", str(EPOCHS))
 
 
 def start_run(cwd: Path, environment: dict[str, str], arguments: list[str], log: Path):
@@ -92,7 +95,7 @@ def test_a_store_that_stops_mid_run_is_waited_for_and_nothing_is_set_aside(
     ]
     committed = committed_checkpoints(s3_store, bucket, run)
     assert len(committed) == len(manifests) >= 1
-    assert committed[0].global_step == 40 * STEPS_PER_EPOCH
+    assert committed[0].global_step == EPOCHS * STEPS_PER_EPOCH
     keys = s3_store.keys(bucket, f"{run}/")
     for key in ("model/model.weights.h5", "model/model.keras", "model/saved_model/saved_model.pb"):
         assert f"{run}/{key}" in keys

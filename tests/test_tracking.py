@@ -16,11 +16,11 @@ import pytest
 
 from tests.conftest import TRAINFLOW, synthetic_images, write_idx_pair
 from tests.link_proxy import LinkProxy
+from tests.mlflow_runs import EPOCH_METRICS, history_of, runs_named
 from tests.model_server import ModelServer
 from trainflow.checkpoints.state import ResumeState
 
 CLI_TIMEOUT = 600
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def trainflow(*arguments: object, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -35,7 +35,7 @@ def trainflow(*arguments: object, env: dict[str, str]) -> subprocess.CompletedPr
 
 @pytest.fixture
 def tracked_environment(server_environment, mlflow_server) -> dict[str, str]:
-    """`trainflow` against the session's Prefect server, tracking to the module's MLflow server
+    """`trainflow` against the session's Prefect server, tracking to the session's MLflow server
     through MLFLOW_TRACKING_URI, as a user who exported it."""
     return {**server_environment, "MLFLOW_TRACKING_URI": mlflow_server.url}
 
@@ -45,19 +45,6 @@ def client(mlflow_server):
     from trainflow.tracking.connection import client_for
 
     return client_for(mlflow_server.url)
-
-
-def runs_named(client, experiment: str, run_name: str) -> list:
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    return client.search_runs(
-        [found.experiment_id], filter_string=f"tags.`trainflow.run_name` = '{run_name}'"
-    )
-
-
-def history_of(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((point.step, point.value) for point in client.get_metric_history(run_id, key))
 
 
 def test_a_killed_and_resumed_run_is_one_mlflow_run_with_each_epoch_once(
@@ -141,40 +128,6 @@ def test_a_killed_and_resumed_run_is_one_mlflow_run_with_each_epoch_once(
     )
     assert evaluation["accuracy"] == summary["test_accuracy"]
     _check_the_logged_model_predicts_as_the_run(tracked, artifacts, summary, mlflow_server.url)
-
-
-def test_a_run_killed_on_one_machine_and_resumed_on_another_is_one_mlflow_run(
-    tmp_path, idx_dir, s3_store, bucket, mlflow_server, client
-):
-    """Artifacts in a store: killed in its second epoch on one machine, resumed on another that
-    has nothing local; the MLflow run the first machine created is the one the second finishes,
-    each epoch once."""
-    from tests.store_machines import STEPS_PER_EPOCH, machine, run_options
-    from tests.store_machines import trainflow as trainflow_on
-
-    options = run_options(idx_dir, f"s3://{bucket}/team", "roaming", "--experiment", "machines")
-    tracking = {"MLFLOW_TRACKING_URI": mlflow_server.url}
-    first_cwd, first = machine(tmp_path, "first", s3_store)
-    killed = trainflow_on(
-        first_cwd,
-        {**first, **tracking, "TRAINFLOW_KILL_WITHOUT_FLUSH": "1"},
-        *options,
-        "--kill-at-step",
-        str(STEPS_PER_EPOCH + 5),
-    )
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    (left,) = runs_named(client, "machines", "roaming")
-
-    second_cwd, second = machine(tmp_path, "second", s3_store)
-    resumed = trainflow_on(second_cwd, {**second, **tracking}, *options)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary = json.loads(resumed.stdout)
-    assert summary["resumed_from_step"] is not None
-    (finished,) = runs_named(client, "machines", "roaming")
-    assert finished.info.run_id == left.info.run_id and finished.info.status == "FINISHED"
-    assert summary["mlflow_run_url"].endswith(f"/runs/{finished.info.run_id}")
-    for key in EPOCH_METRICS:
-        assert [step for step, _ in history_of(client, finished.info.run_id, key)] == [1, 2, 3]
 
 
 def _check_the_logged_model_predicts_as_the_run(

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, computed_field, model_validator
 
 from app.stack.credentials import (
@@ -28,6 +26,7 @@ from app.stack.credentials import (
     scrub,
 )
 from app.stack.database import check_database_url, sqlite_url
+from app.stack.deployments import deploy_to
 from app.stack.mlflow_server import MlflowServer
 from app.stack.options import StackOptions
 from app.stack.postgres import (
@@ -38,15 +37,13 @@ from app.stack.postgres import (
     stop_cluster,
 )
 from app.stack.prefect_server import (
-    PREFECT_COMMAND,
     LocalServer,
     is_healthy,
 )
 from app.stack.processes import is_alive, stop_group
-from app.stack.workers import WORK_POOL, start_worker, worker_places
+from app.stack.workers import start_worker, worker_places
 from trainflow.errors import UserInputError
 
-AUTOMATIONS_FILE = Path("deployments/automations.yaml")
 # A user's own database settings: the stack's server is given the one stack.json records (under
 # the first name, which Prefect prefers), and its clients need none.
 DATABASE_VARIABLES = (
@@ -147,12 +144,16 @@ def stack_up(project_dir: Path, home: Path, options: StackOptions) -> Stack:
             ui_host=options.ui_host,
         )
         server.start()
-        server.wait_until_healthy()
-        environment = stack_environment(project_dir, home, server.api_url, auth_string)
+        # MLflow's server starts while Prefect's does and the deployments are made: neither
+        # needs the other, and each takes seconds to import and migrate its database.
         if options.mlflow:
             tracking = _start_tracking(home, options, cluster, _password(database_url))
+        server.wait_until_healthy()
+        environment = stack_environment(project_dir, home, server.api_url, auth_string)
+        deploy_to(project_dir, environment)
+        if tracking is not None:
+            tracking.wait_until_healthy()
             environment["MLFLOW_TRACKING_URI"] = tracking.url  # the workers' runs log to it
-        _prepare_server(project_dir, environment)
         places = worker_places(home, options.workers)
         for place in places:
             worker_pids.append(start_worker(place, environment))
@@ -187,8 +188,8 @@ def _password(url: str) -> str | None:
 def _start_tracking(
     home: Path, options: StackOptions, cluster: Cluster | None, password: str | None
 ) -> MlflowServer:
-    """The MLflow tracking server of `--mlflow`, beside Prefect's, on the same address; its runs
-    in the stack's PostgreSQL cluster when there is one, else in SQLite under the home."""
+    """Start the MLflow tracking server of `--mlflow`, beside Prefect's, on the same address; its
+    runs in the stack's PostgreSQL cluster when there is one, else in SQLite under the home."""
     tracking = MlflowServer(
         home / "mlflow",
         port=options.mlflow_port,
@@ -198,7 +199,6 @@ def _start_tracking(
         database_url=None if cluster is None else cluster.tracking_url(password or ""),
     )
     tracking.start()
-    tracking.wait_until_healthy()
     return tracking
 
 
@@ -216,37 +216,6 @@ def _stop_started(
             stop_group(started.process.pid)
     if cluster is not None:
         stop_cluster(cluster)
-
-
-def _prepare_server(project_dir: Path, environment: dict[str, str]) -> None:
-    """Create the work pool, deploy, and install the automations (once)."""
-    automations = yaml.safe_load((project_dir / AUTOMATIONS_FILE).read_text())["automations"]
-    commands = [
-        [PREFECT_COMMAND, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
-        [
-            PREFECT_COMMAND,
-            "--no-prompt",
-            "deploy",
-            "--all",
-            "--prefect-file",
-            "deployments/prefect.yaml",
-        ],
-    ]
-    for automation in automations:
-        inspect = [PREFECT_COMMAND, "automation", "inspect", automation["name"]]
-        found = subprocess.run(inspect, env=environment, capture_output=True, check=False)
-        if found.returncode != 0:
-            commands.append(
-                [PREFECT_COMMAND, "automation", "create", "--from-json", json.dumps(automation)]
-            )
-    for command in commands:
-        completed = subprocess.run(
-            command, cwd=project_dir, env=environment, capture_output=True, text=True, check=False
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(command[1:4])} failed: {completed.stdout[-2000:]}{completed.stderr[-2000:]}"
-            )
 
 
 def stack_down(home: Path) -> Stack:
