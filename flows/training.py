@@ -14,7 +14,7 @@ from tasks.persist_weights import persist_weights_task
 from tasks.prepare_data import prepare_data_task
 from tasks.record_run import finish_run_task, start_run_task
 from tasks.report_run import report_run_task
-from tasks.track_run import finish_tracking_task, open_tracking_task
+from tasks.track_run import finish_tracking_task, log_model_task, open_tracking_task
 from tasks.train_model import train_model_task
 from trainflow.config import RunConfig
 from trainflow.paths import ArtifactPaths
@@ -50,8 +50,10 @@ def training_flow(config: RunConfig = RunConfig()) -> RunSummary:
     training = train_model_task(config, data, paths, tracked)
     weights = persist_weights_task(training, paths)
     persisted = persist_model_task(training, weights, paths)
+    # The model goes to MLflow while the run is evaluated and reported (a thread of Prefect's).
+    logged = log_model_task.submit(tracked, paths, training, persisted) if tracked else None
     evaluation = evaluate_model_task(persisted, training, data, paths)
     report = report_run_task(training, evaluation, data, paths)
     if tracked is not None:  # before the run closes: only the run's owner writes to its MLflow run
-        finish_tracking_task(tracked, paths, training, persisted, evaluation, report)
+        finish_tracking_task(tracked, paths, training, evaluation, report, wait_for=[logged])
     return finish_run_task(config, paths, training, persisted, evaluation, report, tracked)

@@ -61,15 +61,31 @@ def open_tracking(
     return tracked
 
 
+def log_model(
+    tracked: TrackedRun, paths: RunPaths, training: TrainingResult, persisted: PersistedModel
+) -> None:
+    """Log the run's saved `.keras` model in its MLflow run (MLflow's Keras format)."""
+    from trainflow.tracking.results import log_tracked_model, trained_epochs
+
+    log_tracked_model(
+        tracked,
+        trained_epochs(training.history),
+        paths.storage.local_copy(persisted.keras_model),
+        training.contract,
+        training.image_shape,
+        len(training.class_names),
+    )
+
+
 def finish_tracking(
     tracked: TrackedRun,
     paths: RunPaths,
     training: TrainingResult,
-    persisted: PersistedModel,
     evaluation: Evaluation,
     report: RunReport,
 ) -> None:
-    """Send the finished run's results to its MLflow run, and mark it FINISHED."""
+    """Send the finished run's results to its MLflow run, and mark it FINISHED (its model is
+    logged before, by `log_model`)."""
     from trainflow.tracking.results import finish_tracked_run
 
     storage = paths.storage
@@ -94,9 +110,6 @@ def finish_tracking(
             "reports": [storage.local_copy(path) for path in [*pictures, *tables]],
             "evaluation": [storage.local_copy(evaluation.path)],
         },
-        storage.local_copy(persisted.keras_model),
-        training.contract,
-        training.image_shape,
     )
 
 
@@ -120,17 +133,24 @@ def open_tracking_task(config: RunConfig, paths: RunPaths, data: PreparedData) -
     return open_tracking(config, paths, data, flow_run.id, flow_run_page())
 
 
+@task(name="log_model", retries=3, retry_delay_seconds=10)
+def log_model_task(
+    tracked: TrackedRun, paths: RunPaths, training: TrainingResult, persisted: PersistedModel
+) -> None:
+    """Log the model in the MLflow run (retried: the tracking server may be back soon)."""
+    log_model(tracked, paths, training, persisted)
+
+
 @task(name="finish_tracking", retries=3, retry_delay_seconds=10)
 def finish_tracking_task(
     tracked: TrackedRun,
     paths: RunPaths,
     training: TrainingResult,
-    persisted: PersistedModel,
     evaluation: Evaluation,
     report: RunReport,
 ) -> None:
     """Send the results to the MLflow run (retried: the tracking server may be back soon)."""
-    finish_tracking(tracked, paths, training, persisted, evaluation, report)
+    finish_tracking(tracked, paths, training, evaluation, report)
 
 
 @task(name="mirror_promotion", retries=3, retry_delay_seconds=10)
