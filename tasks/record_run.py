@@ -38,6 +38,7 @@ def finish_run(
         class_names=training.class_names,
         pixels=training.contract.pixels,
         data_input=training.data_order.input,
+        distribution=training.distribution,
         test_accuracy=evaluation.accuracy,
         test_loss=evaluation.loss,
         macro_f1=evaluation.report.macro_f1,
@@ -56,6 +57,7 @@ def finish_run(
         test_accuracy=summary.test_accuracy,
         pixels=summary.pixels,
         data_input=summary.data_input,
+        distribution=summary.distribution,
     )
     return summary
 

@@ -25,6 +25,8 @@ from trainflow.orchestration.retry_policy import RETRY_TRANSIENT_FAULTS
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData, TrainingResult
 from trainflow.tracking.identity import TrackedRun
+from trainflow.training.distributed.group import fit_in_workers
+from trainflow.training.distributed.placement import distribution_of
 from trainflow.training.pipeline import steps_per_epoch
 from trainflow.training.session import fit_from
 
@@ -53,7 +55,8 @@ def train_model(
             "Training of run %s already finished after %d epochs", paths.name, state.epochs_done
         )
     else:
-        state = fit_from(config, data, paths, state, extra_callbacks, on_commit)
+        train = fit_in_workers if config.distributed else fit_from
+        state = train(config, data, paths, state, extra_callbacks, on_commit)
     if state.best_checkpoint is None:
         raise RuntimeError(f"run {paths.name}: training ended without a best checkpoint")
     result = TrainingResult(
@@ -79,6 +82,7 @@ def train_model(
         resumes=state.resumes,
         contract=state.contract,
         data_order=state.data_order,
+        distribution=distribution_of(config),
     )
     paths.storage.write_json(paths.training_result, result.model_dump(mode="json"))
     return result

@@ -12,8 +12,10 @@ from trainflow.contract import PixelRange
 from trainflow.datasets import DATASET_HELP, DataSource, PreparationSpec, parse_image_size
 from trainflow.recipe import MODEL_HELP, ModelRecipe, OptimizerName, checked_model
 from trainflow.sizes import parse_size
+from trainflow.storage.locations import is_url
 
 DataInput = Literal["auto", "memory", "stream"]
+Distribute = Literal["none", "mirrored"]
 # How much test accuracy a challenger may lose against the champion and still be promoted.
 DEFAULT_TOLERANCE = 0.005
 
@@ -114,6 +116,23 @@ class RunConfig(BaseModel):
         False,
         description="Deterministic ops, so a resumed run ends with the same weights as an uninterrupted one",
     )
+    distribute: Distribute = Field(
+        "none",
+        description="mirrored: train data-parallel over this machine's devices (MirroredStrategy)",
+    )
+    devices: int | None = Field(
+        None,
+        ge=2,
+        le=64,
+        description="Devices --distribute mirrored trains over",
+        json_schema_extra={"default_help": "every GPU, else 2 logical CPU devices"},
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes training data-parallel (MultiWorkerMirroredStrategy)",
+    )
     fail_at_epoch: int | None = Field(
         None,
         ge=1,
@@ -187,6 +206,24 @@ class RunConfig(BaseModel):
                 "validation_fraction + test_fraction must be below 1 so that training data remains"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_way_to_distribute(self) -> RunConfig:
+        if self.workers > 1 and self.distribute != "none":
+            raise ValueError("--workers and --distribute mirrored do not combine: pass one of them")
+        if self.devices is not None and self.distribute != "mirrored":
+            raise ValueError("--devices needs --distribute mirrored")
+        if (self.workers > 1 or self.distribute != "none") and is_url(self.artifacts):
+            raise ValueError(
+                "distributed training writes to a local --artifacts directory; an object store "
+                "root is for one process (drop --workers/--distribute, or use a directory)"
+            )
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the run trains under a tf.distribute strategy, in processes of its own."""
+        return self.workers > 1 or self.distribute != "none"
 
     @property
     def source(self) -> DataSource:

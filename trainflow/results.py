@@ -42,6 +42,18 @@ class PreparedData(BaseModel):
     reused: bool
 
 
+class Distribution(BaseModel):
+    """How training was spread: the strategy, its processes and replicas (devices training in
+    step), and the batches: `global_batch` rows a step, `per_replica_batch` on each replica (the
+    last batch of an epoch may be smaller)."""
+
+    strategy: Literal["none", "mirrored", "multi_worker_mirrored"] = "none"
+    workers: int = 1
+    replicas: int = 1
+    global_batch: int | None = None  # results written before distribution was recorded
+    per_replica_batch: int | None = None
+
+
 class TrainingResult(BaseModel):
     """What training produced: numbers and paths, never Keras objects."""
 
@@ -66,6 +78,7 @@ class TrainingResult(BaseModel):
     contract: ModelContract = ModelContract()
     # How the epochs ordered the examples; results of runs before streaming: in memory.
     data_order: DataOrder = DataOrder()
+    distribution: Distribution = Distribution()
 
     @model_validator(mode="before")
     @classmethod
@@ -163,6 +176,7 @@ class RunSummary(BaseModel):
     class_names: list[str]
     pixels: PixelRange
     data_input: Literal["memory", "stream"] = "memory"  # how training read the prepared data
+    distribution: Distribution = Distribution()
     test_accuracy: float
     test_loss: float
     macro_f1: float

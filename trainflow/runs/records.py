@@ -16,6 +16,7 @@ from trainflow.config import RunConfig
 from trainflow.contract import PixelRange
 from trainflow.errors import RunStateError
 from trainflow.paths import RECORD_FILE, ArtifactPaths, RunPaths
+from trainflow.results import Distribution
 from trainflow.runs.lock import holds_lock, lock_run, unlock_run
 
 logger = logging.getLogger("trainflow.runs")
@@ -45,6 +46,7 @@ class RunRecord(BaseModel):
     test_accuracy: float | None = None
     pixels: PixelRange | None = None  # the pixel range the model was fed, once it is known
     data_input: Literal["memory", "stream"] | None = None  # how training read the data, once known
+    distribution: Distribution | None = None  # how training was spread, once known
     error: str | None = None
     # The generation of the lease its latest writer held on the run (in a store; None locally):
     # a record, like a checkpoint manifest, says which owner of the run wrote it.
@@ -147,7 +149,7 @@ def record_tracking(paths: RunPaths, mlflow_run_id: str, mlflow_run_url: str | N
 
 def close_run(paths: RunPaths, **results: Any) -> None:
     """Mark the run completed with its results (epochs_completed, resumed_from, test_accuracy,
-    pixels, data_input) and release its lock."""
+    pixels, data_input, distribution) and release its lock."""
     record = read_record(paths)
     if record is not None:
         write_record(

@@ -3,6 +3,7 @@ with the checkpointing, monitoring and fault callbacks until the last epoch."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -27,9 +28,9 @@ from trainflow.training.callbacks.monitoring import (
     StopOnNonFiniteLoss,
     TerminalProgress,
 )
-from trainflow.training.callbacks.resume import (
-    ResumeCheckpoint,
-)
+from trainflow.training.callbacks.resume import MetricSums, ResumeCheckpoint
+from trainflow.training.distributed.loop import ReplicatedFit
+from trainflow.training.distributed.placement import Placement
 from trainflow.training.inputs import training_input
 from trainflow.training.models import build_classifier, build_model
 from trainflow.training.pipeline import steps_per_epoch
@@ -45,19 +46,25 @@ def fit_from(
     state: ResumeState | None,
     extra_callbacks: Sequence[keras.callbacks.Callback],
     on_commit: Callable[[ResumeState], None] | None = None,
+    placement: Placement = Placement(),
 ) -> ResumeState:
     """Train from `state` (None: from scratch) to `config.epochs`: one `fit` call for all epochs,
     after one for the rest of an epoch interrupted part-way; `on_commit` is told of each resume
-    checkpoint committed (see `CheckpointWriter`)."""
+    checkpoint committed (see `CheckpointWriter`). Under a strategy (`placement`), the model is
+    built in its scope, and a worker other than the chief writes only to its scratch copy."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    with private_default_seeds(config.seed):
+    with placement.scope(), private_default_seeds(config.seed):
         model, contract = build_classifier(
             config.recipe, data.image_shape, data.num_classes, config.pixels
         )
-    state = _starting_state(model, contract, config, data, paths, state)
+        state = _starting_state(model, contract, config, data, paths, state)
+    own_loop = ReplicatedFit(model, placement, contract) if placement.own_loop else None
+    # The batches come in each epoch's own order: `fit` must not shuffle them.
+    run_fit = own_loop.fit if own_loop else functools.partial(model.fit, shuffle=False, verbose=0)
+    run_paths, paths = paths, placement.written or paths
     inputs = training_input(
         data,
         contract,
@@ -77,9 +84,15 @@ def fit_from(
         while state.epochs_done < config.epochs and not state.stopped_early:
             # A part-way epoch is a `fit` of its own: Keras's epochs all have the same step count.
             last_epoch = state.epochs_done + 1 if state.step_in_epoch else config.epochs
-            callbacks = _callbacks(config, paths, state, steps_in_epoch, writer, extra_callbacks)
+            callbacks = _callbacks(
+                config, paths, state, steps_in_epoch, writer, extra_callbacks, own_loop
+            )
+            if config.kill_at_step is not None and placement.rank == placement.workers - 1:
+                # In a group, the last worker dies: the one worker process whose death is shown.
+                marker = run_paths.kill_marker(config.kill_at_step)
+                callbacks.append(KillAtStep(config.kill_at_step, paths.storage, marker, writer))
             try:
-                model.fit(
+                run_fit(
                     inputs.training_batches(
                         config.seed,
                         range(state.epochs_done, last_epoch),
@@ -90,9 +103,7 @@ def fit_from(
                     epochs=last_epoch,
                     initial_epoch=state.epochs_done,
                     validation_data=validation,
-                    shuffle=False,  # the batches come in each epoch's own order
                     callbacks=callbacks,
-                    verbose=0,
                 )
             except OSError as error:  # ModelCheckpoint writes its files itself
                 raise as_storage_error(error, paths.best_checkpoints_dir) or error from error
@@ -156,11 +167,14 @@ def _callbacks(
     steps_in_epoch: int,
     writer: CheckpointWriter,
     extra_callbacks: Sequence[keras.callbacks.Callback],
+    metric_sums: MetricSums | None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of one `fit`, starting from `state`; per-batch work only where asked for."""
     callbacks = [
         StopOnNonFiniteLoss(),  # first: a diverged batch must not be checkpointed
-        *checkpoint_callbacks(paths, state, writer, config.patience, config.checkpoint_every),
+        *checkpoint_callbacks(
+            paths, state, writer, config.patience, config.checkpoint_every, metric_sums
+        ),
         EpochLogger(config.epochs),
         EpochSummaries(paths.storage, paths.tensorboard_dir),
         *extra_callbacks,
@@ -171,9 +185,6 @@ def _callbacks(
         callbacks.append(TerminalProgress(config.epochs, steps_in_epoch, state.step_in_epoch))
     if config.fail_at_epoch is not None:
         callbacks.append(FailAfterEpoch(config.fail_at_epoch))
-    if config.kill_at_step is not None:
-        marker = paths.kill_marker(config.kill_at_step)
-        callbacks.append(KillAtStep(config.kill_at_step, paths.storage, marker, writer))
     return callbacks
 
 

@@ -4,6 +4,7 @@ resume checkpoints committed at epoch ends and every N steps."""
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 import keras
 
@@ -34,6 +35,14 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         return EarlyStoppingState(wait=self.wait, best=best, best_epoch=self.best_epoch)
 
 
+class MetricSums(Protocol):
+    """Running sums of a training loop's metrics kept outside the model (`ReplicatedFit`'s)."""
+
+    def capture_sums(self) -> list: ...
+
+    def restore_sums(self, values: list) -> None: ...
+
+
 class ResumeCheckpoint(keras.callbacks.Callback):
     """Track the training state of a `fit` and commit it, through `writer`, as a resume checkpoint
     at the end of every epoch.
@@ -43,7 +52,9 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     `ModelCheckpoint` and `EarlyStopping` in the callback list, so that the state it commits at the
     epoch's end includes their decisions.
 
-    It has no per-batch hook: `StepCheckpoint` adds one when step checkpoints are on.
+    It has no per-batch hook: `StepCheckpoint` adds one when step checkpoints are on. The sums are
+    the model's metric variables (`fit`'s), or those of `metric_sums` where a loop of ours keeps
+    them.
     """
 
     def __init__(
@@ -52,16 +63,27 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         state: ResumeState,
         best_checkpoint: keras.callbacks.ModelCheckpoint,
         early_stopping: ResumableEarlyStopping,
+        metric_sums: MetricSums | None = None,
     ) -> None:
         super().__init__()
         self.writer = writer
         self.state = state
         self.best_checkpoint = best_checkpoint
         self.early_stopping = early_stopping
+        self.metric_sums = metric_sums
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        if self.state.step_in_epoch:
+        if not self.state.step_in_epoch:
+            return
+        if self.metric_sums is None:
             restore_metrics_state(self.model, self.state.metrics_state)
+        else:
+            self.metric_sums.restore_sums(self.state.metrics_state)
+
+    def _metrics_state(self) -> list:
+        if self.metric_sums is None:
+            return capture_metrics_state(self.model)
+        return self.metric_sums.capture_sums()
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         history = {key: [*values] for key, values in self.state.history.items()}
@@ -123,5 +145,5 @@ class StepCheckpoint(ResumeCheckpoint):
             self._commit(
                 global_step=global_step,
                 step_in_epoch=self.epoch_first_step + batch,
-                metrics_state=capture_metrics_state(self.model),
+                metrics_state=self._metrics_state(),
             )

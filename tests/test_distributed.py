@@ -1,0 +1,210 @@
+"""Data-parallel training (README, "Train on several devices or machines"): two worker processes
+under MultiWorkerMirroredStrategy with trainflow's own step, and Keras's `fit` under
+MirroredStrategy over two logical CPU devices, on the real MNIST test split; a worker SIGKILLed
+mid-epoch brings the group down, and the retried task resumes at the newest checkpoint's step and
+ends bit for bit where the uninterrupted group ended."""
+
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import SHARED_MNIST_TEST_SPLIT, needs_shared_mnist
+from tests.test_cli import trainflow
+from tests.test_cli_errors import EXIT_USER_ERROR, assert_one_line_error
+from trainflow.checkpoints.compare import differing_arrays
+from trainflow.contract import ModelContract
+from trainflow.training.callbacks.faults import KILL_WITHOUT_FLUSH
+from trainflow.training.distributed.loop import ReplicatedFit
+from trainflow.training.distributed.placement import Placement
+
+EPOCHS = 5
+STEPS_PER_EPOCH = 219  # 7,000 training examples of the split in batches of 32
+CHECKPOINT_EVERY = 50
+KILL_AT_STEP = STEPS_PER_EPOCH + 61  # in epoch 2; the newest checkpoint then is step 250's
+NEWEST_CHECKPOINT = 250
+DATASET = f"idx:{SHARED_MNIST_TEST_SPLIT}"
+WORKER_MODULE = "trainflow.training.distributed.worker"
+
+pytestmark = needs_shared_mnist
+
+
+def run_json(completed: subprocess.CompletedProcess) -> dict:
+    return json.loads(completed.stdout)
+
+
+def training_of(summary: dict) -> dict:
+    return json.loads((Path(summary["run_dir"]) / "training.json").read_text())
+
+
+def assert_no_worker_left() -> None:
+    found = subprocess.run(["pgrep", "-f", WORKER_MODULE], capture_output=True, text=True)
+    assert found.stdout == "", f"worker processes outlived their run: {found.stdout}"
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    """One artifacts root for the module: the split is prepared once."""
+    return tmp_path_factory.mktemp("distributed")
+
+
+@pytest.fixture(scope="module")
+def two_workers(artifacts, prefect_home) -> subprocess.CompletedProcess:
+    """The README's command: two workers, 5 epochs, deterministic, uninterrupted."""
+    environment = {**os.environ, "PREFECT_HOME": str(prefect_home / "cli")}
+    environment.pop("PREFECT_API_URL", None)
+    return trainflow(
+        "run", "--dataset", DATASET, "--workers", 2, "--epochs", EPOCHS, "--deterministic",
+        "--artifacts", artifacts, "--run-name", "two-workers", "--json", env=environment,
+    )  # fmt: skip
+
+
+def test_two_workers_train_as_one_process_does_and_say_so(two_workers):
+    summary = run_json(two_workers)
+    assert summary["test_accuracy"] >= 0.90
+    assert summary["epochs_completed"] == EPOCHS
+    expected = {
+        "strategy": "multi_worker_mirrored",
+        "workers": 2,
+        "replicas": 2,
+        "global_batch": 32,
+        "per_replica_batch": 16,
+    }
+    assert summary["distribution"] == expected
+    record = json.loads((Path(summary["run_dir"]) / "run.json").read_text())
+    assert record["distribution"] == expected
+    training = training_of(summary)
+    assert training["optimizer_iterations"] == EPOCHS * STEPS_PER_EPOCH
+    assert all(math.isfinite(value) for values in training["history"].values() for value in values)
+    # The chief's log lines reach the driver; the other worker's INFO lines do not.
+    assert "[worker 0] Epoch 5/5" in two_workers.stderr
+    assert "[worker 1] Epoch" not in two_workers.stderr
+    assert_no_worker_left()
+
+
+def test_mirrored_over_two_logical_cpus_trains_with_finite_metrics_like_the_workers(
+    artifacts, two_workers, cli_environment
+):
+    mirrored = run_json(
+        trainflow(
+            "run",
+            "--dataset",
+            DATASET,
+            "--distribute",
+            "mirrored",
+            "--epochs",
+            EPOCHS,
+            "--deterministic",
+            "--artifacts",
+            artifacts,
+            "--run-name",
+            "mirrored",
+            "--json",
+            env=cli_environment,
+        )  # fmt: skip
+    )
+    assert mirrored["test_accuracy"] >= 0.90
+    assert mirrored["distribution"]["strategy"] == "mirrored"
+    assert mirrored["distribution"]["replicas"] == 2
+    history = training_of(mirrored)["history"]
+    # NaN losses or metrics under MirroredStrategy (tensorflow#90686, keras-team/keras#21467):
+    # every epoch's, not only the last.
+    assert all(math.isfinite(value) for values in history.values() for value in values)
+    # Keras's `fit` over two devices and our step over two workers see the same global batches
+    # from the same initial weights: their learning curves agree.
+    workers = training_of(run_json(two_workers))["history"]
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(history[name], workers[name], rtol=0.02, atol=0.005)
+
+
+def test_a_killed_worker_stops_the_group_and_the_retry_resumes_at_the_step_bit_for_bit(
+    artifacts, two_workers, cli_environment
+):
+    killed = trainflow(
+        "run", "--dataset", DATASET, "--workers", 2, "--epochs", EPOCHS, "--deterministic",
+        "--checkpoint-every", CHECKPOINT_EVERY, "--kill-at-step", KILL_AT_STEP,
+        "--artifacts", artifacts, "--run-name", "killed", "--json",
+        env={**cli_environment, KILL_WITHOUT_FLUSH: "1"},
+    )  # fmt: skip
+    summary = run_json(killed)
+    run_dir = Path(summary["run_dir"])
+    marker = json.loads((run_dir / f"killed-at-step-{KILL_AT_STEP}.json").read_text())
+    assert marker["killed_at_step"] == KILL_AT_STEP
+    assert "worker 1 of 2 died (signal SIGKILL)" in killed.stderr
+    # Resumed at the newest checkpoint committed before the kill: no checkpointed step redone.
+    assert summary["resumed_from_step"] == NEWEST_CHECKPOINT
+    assert f"First step after the resume done (global step {NEWEST_CHECKPOINT + 1})" in (
+        killed.stderr
+    )
+    straight = Path(run_json(two_workers)["run_dir"])
+    assert (
+        differing_arrays(run_dir / "model/model.weights.h5", straight / "model/model.weights.h5")
+        == []
+    )
+    assert training_of(summary)["history"] == training_of(run_json(two_workers))["history"]
+    assert_no_worker_left()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--workers", "0"], "--workers"),
+        (["--workers", "2", "--distribute", "mirrored"], "do not combine"),
+        (["--devices", "2"], "--devices needs --distribute mirrored"),
+        (["--workers", "2", "--artifacts", "s3://bucket/runs"], "local --artifacts directory"),
+    ],
+)
+def test_bad_distribution_options_are_one_line(options, message, cli_environment):
+    completed = trainflow(
+        "run", "--dataset", DATASET, *options, env=cli_environment, check_status=EXIT_USER_ERROR
+    )
+    assert_one_line_error(completed, message)
+
+
+def test_a_model_the_workers_cannot_train_is_one_line(artifacts, cli_environment):
+    completed = trainflow(
+        "run", "--dataset", DATASET, "--workers", 2, "--model",
+        "tests.distributed_builders:own_train_step", "--artifacts", artifacts,
+        env=cli_environment, check_status=EXIT_USER_ERROR,
+    )  # fmt: skip
+    assert_one_line_error(completed, "overrides train_step")
+    assert_no_worker_left()
+
+
+def test_the_step_trains_as_fit_does_in_one_process():
+    """Our step's loss scaling (per-example losses over the global batch) and logs are Keras's."""
+    images = np.random.default_rng(0).random((96, 8, 8), dtype=np.float32)
+    labels = np.arange(96) % 3
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(32)
+
+    def model() -> keras.Model:
+        keras.utils.set_random_seed(1)
+        built = keras.Sequential(
+            [keras.Input((8, 8)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")]
+        )
+        built.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return built
+
+    by_fit, by_step = model(), model()
+    fit_logs = by_fit.fit(batches, epochs=2, validation_data=batches, verbose=0).history
+    step_logs: dict[str, list[float]] = {}
+
+    class Recorder(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in logs.items():
+                step_logs.setdefault(key, []).append(value)
+
+    placement = Placement(strategy=tf.distribute.get_strategy())
+    ReplicatedFit(by_step, placement, ModelContract()).fit(
+        batches.repeat(), 3, 2, 0, batches, [Recorder()]
+    )
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(step_logs[key], fit_logs[key], rtol=1e-5)
+    for ours, theirs in zip(by_step.get_weights(), by_fit.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
