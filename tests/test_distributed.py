@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from app.stack.prefect_server import free_port
 from tests.conftest import SHARED_MNIST_TEST_SPLIT, needs_shared_mnist
+from tests.ray_head import ray_head
 from tests.test_cli import trainflow
 from tests.test_cli_errors import EXIT_USER_ERROR, assert_one_line_error
 from trainflow.checkpoints.compare import differing_arrays
@@ -151,6 +153,54 @@ def test_a_killed_worker_stops_the_group_and_the_retry_resumes_at_the_step_bit_f
     assert_no_worker_left()
 
 
+@pytest.fixture(scope="module")
+def ray_cluster() -> str:
+    with ray_head() as address:
+        yield address
+
+
+def test_workers_on_a_ray_cluster_end_as_local_ones_bit_for_bit(
+    artifacts, two_workers, ray_cluster, cli_environment
+):
+    """The same two workers as Ray actors of a real Ray head, found through RAY_ADDRESS."""
+    on_ray = trainflow(
+        "run", "--dataset", DATASET, "--workers", 2, "--epochs", EPOCHS, "--deterministic",
+        "--artifacts", artifacts, "--run-name", "on-ray", "--json",
+        env={**cli_environment, "RAY_ADDRESS": ray_cluster},
+    )  # fmt: skip
+    summary = run_json(on_ray)
+    assert summary["test_accuracy"] >= 0.90
+    assert "[worker 1]" not in on_ray.stderr and "[worker 0] Epoch 5/5" in on_ray.stderr
+    straight = Path(run_json(two_workers)["run_dir"])
+    run_dir = Path(summary["run_dir"])
+    assert (
+        differing_arrays(run_dir / "model/model.weights.h5", straight / "model/model.weights.h5")
+        == []
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_ray_actor_stops_the_group_and_the_retry_resumes_at_the_step(
+    artifacts, ray_cluster, cli_environment
+):
+    killed = trainflow(
+        "run", "--dataset", DATASET, "--workers", 2, "--epochs", 2, "--deterministic",
+        "--checkpoint-every", CHECKPOINT_EVERY, "--kill-at-step", KILL_AT_STEP,
+        "--ray", ray_cluster, "--artifacts", artifacts, "--run-name", "killed-on-ray", "--json",
+        env={**cli_environment, KILL_WITHOUT_FLUSH: "1"},
+    )  # fmt: skip
+    assert "worker 1 of 2 died (its Ray actor: ActorDiedError)" in killed.stderr
+    assert run_json(killed)["resumed_from_step"] == NEWEST_CHECKPOINT
+
+
+def test_an_unreachable_ray_cluster_is_one_line(artifacts, cli_environment):
+    completed = trainflow(
+        "run", "--dataset", DATASET, "--workers", 2, "--ray", f"127.0.0.1:{free_port()}",
+        "--artifacts", artifacts, env=cli_environment, check_status=EXIT_USER_ERROR,
+    )  # fmt: skip
+    assert_one_line_error(completed, "does not answer")
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -158,6 +208,7 @@ def test_a_killed_worker_stops_the_group_and_the_retry_resumes_at_the_step_bit_f
         (["--workers", "2", "--distribute", "mirrored"], "do not combine"),
         (["--devices", "2"], "--devices needs --distribute mirrored"),
         (["--workers", "2", "--artifacts", "s3://bucket/runs"], "local --artifacts directory"),
+        (["--ray", "127.0.0.1:6379"], "--ray needs --workers"),
     ],
 )
 def test_bad_distribution_options_are_one_line(options, message, cli_environment):

@@ -133,6 +133,11 @@ class RunConfig(BaseModel):
         le=64,
         description="Worker processes training data-parallel (MultiWorkerMirroredStrategy)",
     )
+    ray: str | None = Field(
+        None,
+        description="Ray cluster (host:port of its head) to run the --workers on, as Ray actors",
+        json_schema_extra={"default_help": "$RAY_ADDRESS, else processes of this machine"},
+    )
     fail_at_epoch: int | None = Field(
         None,
         ge=1,
@@ -213,6 +218,8 @@ class RunConfig(BaseModel):
             raise ValueError("--workers and --distribute mirrored do not combine: pass one of them")
         if self.devices is not None and self.distribute != "mirrored":
             raise ValueError("--devices needs --distribute mirrored")
+        if self.ray is not None and not self.distributed:
+            raise ValueError("--ray needs --workers N (or --distribute mirrored)")
         if (self.workers > 1 or self.distribute != "none") and is_url(self.artifacts):
             raise ValueError(
                 "distributed training writes to a local --artifacts directory; an object store "
@@ -224,6 +231,14 @@ class RunConfig(BaseModel):
     def distributed(self) -> bool:
         """Whether the run trains under a tf.distribute strategy, in processes of its own."""
         return self.workers > 1 or self.distribute != "none"
+
+    @property
+    def ray_address(self) -> str | None:
+        """The Ray cluster the workers run on: `ray`, else the environment's RAY_ADDRESS (the
+        worker's, for a deployment run); None: local processes."""
+        if not self.distributed:
+            return None
+        return self.ray or os.environ.get("RAY_ADDRESS") or None
 
     @property
     def source(self) -> DataSource:

@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
+from trainflow.network import free_ports
+
 SERVER_START_TIMEOUT = 120
 LOOPBACK = "127.0.0.1"  # the default: reachable from this machine only
 EVERY_ADDRESS = ("0.0.0.0", "::")
@@ -29,9 +31,7 @@ PR_SET_PDEATHSIG = 1
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def browser_host(host: str) -> str:

@@ -12,12 +12,7 @@ new group resumes from the newest committed checkpoint, at its step.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,8 +25,10 @@ from trainflow.config import RunConfig
 from trainflow.errors import UserInputError
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData
-from trainflow.training.distributed.placement import tf_config
+from trainflow.training.distributed.launchers import LocalLauncher, RayLauncher, WorkerHandle
+from trainflow.training.distributed.loop import per_example_loss
 from trainflow.training.distributed.worker import WorkerSpec
+from trainflow.training.models import build_classifier
 
 logger = logging.getLogger("trainflow.train")
 
@@ -49,18 +46,6 @@ class WorkerInputError(UserInputError):
     """A worker stopped on the user's input (one line, as in one process)."""
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` TCP ports free on 127.0.0.1 now, for the workers' collective servers."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def fit_in_workers(
     config: RunConfig,
     data: PreparedData,
@@ -70,60 +55,58 @@ def fit_in_workers(
     on_commit: Callable[[ResumeState], None] | None = None,
 ) -> ResumeState:
     """Train as `session.fit_from` does, in `config.workers` worker processes (one for
-    `--distribute mirrored`); the chief's state at the end."""
-    count = config.workers
+    `--distribute mirrored`), local ones or Ray actors (`config.ray_address`); the chief's state at
+    the end."""
+    if config.workers > 1:
+        _check_trainable_by_workers(config, data)
+    launcher = RayLauncher(config.ray_address) if config.ray_address else LocalLauncher()
     authkey = secrets.token_bytes(32)
-    ports = free_ports(count) if count > 1 else []
-    with Listener(("127.0.0.1", 0), authkey=authkey) as listener:
-        processes = []
+    with Listener((launcher.driver_host, 0), authkey=authkey) as listener:
+        workers: list[WorkerHandle] = []
         try:
-            for rank in range(count):
-                spec = WorkerSpec(
+
+            def spec_of(rank: int) -> WorkerSpec:
+                return WorkerSpec(
                     config=config,
                     data=data,
                     paths=paths,
                     state=state,
                     rank=rank,
-                    workers=count,
+                    workers=config.workers,
                     driver=listener.address,
                     authkey=authkey.hex(),
                 )
-                processes.append(_start(spec, tf_config(ports, rank) if ports else None))
-            group = _Group(processes, _accept_all(listener, processes), extra_callbacks, on_commit)
+
+            workers = launcher.start(spec_of, config.workers)
+            group = _Group(workers, _accept_all(listener, workers), extra_callbacks, on_commit)
             return group.supervise()
         finally:
-            _stop(processes)
+            for worker in workers:
+                worker.kill()  # what is left of the group (a finished worker has exited)
 
 
-def _start(spec: WorkerSpec, cluster: str | None) -> subprocess.Popen:
-    environment = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
-    if cluster is not None:
-        environment["TF_CONFIG"] = cluster
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trainflow.training.distributed.worker"],
-        stdin=subprocess.PIPE,
-        env=environment,
-    )
-    process.stdin.write(spec.model_dump_json().encode())
-    process.stdin.close()
-    return process
+def _check_trainable_by_workers(config: RunConfig, data: PreparedData) -> None:
+    """Refuse, before any worker starts, a model the workers' loop cannot train as `fit` would."""
+    model, _ = build_classifier(config.recipe, data.image_shape, data.num_classes, config.pixels)
+    per_example_loss(model)
+    keras.backend.clear_session()
 
 
-def _accept_all(listener: Listener, processes: list[subprocess.Popen]) -> list[Connection]:
+def _accept_all(listener: Listener, workers: list[WorkerHandle]) -> list[Connection]:
     """Each worker's connection, by rank; a worker that dies before calling back fails the start."""
     accepted: list[Connection] = []
     threading.Thread(
-        target=lambda: accepted.extend(listener.accept() for _ in processes), daemon=True
+        target=lambda: accepted.extend(listener.accept() for _ in workers), daemon=True
     ).start()
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while len(accepted) < len(processes):
-        for rank, process in enumerate(processes):
-            if process.poll() is not None:
-                raise WorkerDiedError(f"worker {rank} exited ({_how(process)}) while starting")
+    while len(accepted) < len(workers):
+        for rank, worker in enumerate(workers):
+            if worker.exit_code() is not None:
+                raise WorkerDiedError(f"worker {rank} {worker.describe_exit()} while starting")
         if time.monotonic() > deadline:
             raise WorkerDiedError(f"workers did not start within {START_TIMEOUT_SECONDS} s")
         time.sleep(0.05)  # a poll for the accepting thread, not a wait for an event in time
-    by_rank: list[Connection | None] = [None] * len(processes)
+    by_rank: list[Connection | None] = [None] * len(workers)
     for connection in accepted:
         _, rank, _ = connection.recv()  # "hello": the first message of each worker
         by_rank[rank] = connection
@@ -135,12 +118,12 @@ class _Group:
 
     def __init__(
         self,
-        processes: list[subprocess.Popen],
+        workers: list[WorkerHandle],
         connections: list[Connection],
         extra_callbacks: Sequence[keras.callbacks.Callback],
         on_commit: Callable[[ResumeState], None] | None,
     ) -> None:
-        self.processes = processes
+        self.workers = workers
         self.connections = connections
         self.extra_callbacks = extra_callbacks
         self.on_commit = on_commit
@@ -149,7 +132,7 @@ class _Group:
 
     def supervise(self) -> ResumeState:
         open_connections = dict(zip(self.connections, range(len(self.connections))))
-        while len(self.finished) < len(self.processes) and self.failure is None:
+        while len(self.finished) < len(self.workers) and self.failure is None:
             for connection in wait(list(open_connections), timeout=POLL_SECONDS):
                 try:
                     self._handle(open_connections[connection], connection.recv())
@@ -161,7 +144,7 @@ class _Group:
             if user_error:
                 raise WorkerInputError(message)
             self._check_killed()  # a collective fails in the others when one worker is killed
-            raise RuntimeError(f"worker {rank} of {len(self.processes)} failed: {message}")
+            raise RuntimeError(f"worker {rank} of {len(self.workers)} failed: {message}")
         return self.finished[0]
 
     def _handle(self, rank: int, message: tuple) -> None:
@@ -180,21 +163,21 @@ class _Group:
             self.failure = (rank, *body)
 
     def _check_alive(self) -> None:
-        for rank, process in enumerate(self.processes):
-            if process.poll() not in (None, 0):
+        for rank, worker in enumerate(self.workers):
+            if worker.exit_code() not in (None, 0):
                 self._drain(rank)  # its last words, if it said why it ends
-            if process.poll() not in (None, 0) and self.failure is None:
+            if worker.exit_code() not in (None, 0) and self.failure is None:
                 # Died without a word: the others wait in a collective for it forever.
                 raise self._died(rank)
 
     def _check_killed(self) -> None:
-        for rank, process in enumerate(self.processes):
-            if (process.poll() or 0) < 0:
+        for rank, worker in enumerate(self.workers):
+            if worker.killed():
                 raise self._died(rank)
 
     def _died(self, rank: int) -> WorkerDiedError:
         return WorkerDiedError(
-            f"worker {rank} of {len(self.processes)} died ({_how(self.processes[rank])}); the "
+            f"worker {rank} of {len(self.workers)} {self.workers[rank].describe_exit()}; the "
             "group was stopped, and a retry resumes from the newest checkpoint"
         )
 
@@ -205,17 +188,3 @@ class _Group:
                 self._handle(rank, connection.recv())
         except (EOFError, OSError):
             pass
-
-
-def _how(process: subprocess.Popen) -> str:
-    code = process.returncode
-    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    """Kill what is left of the group and reap it."""
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-    for process in processes:
-        process.wait()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -101,12 +100,7 @@ def multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
-def tf_config(ports: list[int], rank: int, host: str = "127.0.0.1") -> str:
-    """The `TF_CONFIG` of worker `rank` of a group listening on `ports` of `host`."""
-    cluster = {"worker": [f"{host}:{port}" for port in ports]}
-    return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": rank}})
-
-
-def worker_rank() -> int:
-    """This process's index in `TF_CONFIG`."""
-    return int(json.loads(os.environ["TF_CONFIG"])["task"]["index"])
+def tf_config(addresses: list[str], rank: int) -> str:
+    """The `TF_CONFIG` of worker `rank` of a group whose collective servers listen at
+    `addresses` (`host:port`, by rank)."""
+    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}})

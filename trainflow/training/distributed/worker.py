@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import threading
+import traceback
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
 
@@ -37,18 +38,24 @@ class WorkerSpec(BaseModel):
     state: ResumeState | None
     rank: int
     workers: int
-    driver: tuple[str, int]
+    driver: tuple[str, int]  # the address of the driver's listener
     authkey: str  # hex
 
 
 class DriverLink:
     """The connection to the driver: sends from any thread; the driver's end closing ends the
-    process (watched by a thread of its own)."""
+    process (watched by a thread of its own) unless the worker has said how it ended."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.sending = threading.Lock()
+        self.ended = False
         threading.Thread(target=self._exit_when_closed, daemon=True).start()
+
+    def end(self, *message: object) -> None:
+        """Send the last message: the driver may close its end from now on."""
+        self.ended = True
+        self.send(*message)
 
     def send(self, *message: object) -> None:
         with self.sending:
@@ -59,7 +66,8 @@ class DriverLink:
             while True:
                 self.connection.recv()
         except (EOFError, OSError):
-            os._exit(1)  # the driver is gone: nothing this process does is anyone's any more
+            if not self.ended:
+                os._exit(1)  # the driver is gone: nothing this process does is anyone's any more
 
 
 class RecordRelay(logging.Handler):
@@ -112,9 +120,9 @@ def run_worker(spec: WorkerSpec, link: DriverLink) -> ResumeState:
         )
 
 
-def main() -> None:
-    configure_environment()
-    spec = WorkerSpec.model_validate_json(sys.stdin.read())
+def serve(spec: WorkerSpec) -> bool:
+    """Train as `spec` says, telling the driver how it went; whether it went well (a failure is
+    told to the driver, and its traceback printed unless it is the user's to fix)."""
     link = DriverLink(Client(spec.driver, authkey=bytes.fromhex(spec.authkey)))
     link.send("hello", spec.rank, os.getpid())
     relayed = logging.getLogger("trainflow")
@@ -123,13 +131,20 @@ def main() -> None:
     relayed.setLevel(logging.INFO if spec.rank == 0 else logging.WARNING)
     try:
         state = run_worker(spec, link)
-    except BaseException as error:
+    except Exception as error:
         if is_user_input_error(error):  # the driver says it in one line: no traceback here
-            link.send("failed", True, error_reason(error))
-            sys.exit(1)
-        link.send("failed", False, f"{type(error).__name__}: {error_reason(error)}")
-        raise
-    link.send("finished", state.model_dump(mode="json"))
+            link.end("failed", True, error_reason(error))
+        else:
+            link.end("failed", False, f"{type(error).__name__}: {error_reason(error)}")
+            traceback.print_exc()
+        return False
+    link.end("finished", state.model_dump(mode="json"))
+    return True
+
+
+def main() -> None:
+    configure_environment()
+    sys.exit(0 if serve(WorkerSpec.model_validate_json(sys.stdin.read())) else 1)
 
 
 if __name__ == "__main__":
