@@ -31,6 +31,14 @@ from bench.harness import (
 )
 from bench.overhead import Workload, orchestration_overhead, overhead_at_scale
 
+# Epochs of the distributed runs (fewer with fewer --epochs, never below 2: their pace is measured
+# between the first epoch's end and the last).
+DISTRIBUTED_EPOCHS = 4
+
+
+def distributed_epochs(epochs: int) -> int:
+    return max(2, min(epochs, DISTRIBUTED_EPOCHS))
+
 
 def startup(repeats: int) -> list[Row]:
     """(6) `--help` must answer without importing TensorFlow."""
@@ -110,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only the orchestration overhead rows and the fixed costs that explain them "
         "(written to bench-overhead.md unless --output)",
     )
+    parser.add_argument(
+        "--only-distributed",
+        action="store_true",
+        help="only the rows of data-parallel training: steps/s of one process, mirrored and 2 "
+        "workers, the step's cost, checkpoints (written to bench-distributed.md unless --output)",
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
     command = ("./dev bench " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
@@ -125,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             args.repeats, args.epochs, args.synthetic_rows, args.synthetic_epochs, command, began
         )
         return _write(args.output or REPO_ROOT / "bench-overhead.md", report)
+    if args.only_distributed:
+        from bench.distributed import distributed_only
+
+        report = distributed_only(args.repeats, distributed_epochs(args.epochs), command, began)
+        return _write(args.output or REPO_ROOT / "bench-distributed.md", report)
     if args.only_memory:
         from bench.memory import memory_only
 
@@ -132,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         return _write(args.output or REPO_ROOT / "bench-memory.md", report)
     from app.stack.prefect_server import LocalServer
     from bench.breakdown import fixed_costs
+    from bench.distributed import scaling_rows, step_cost_row
     from bench.recovery import recovery_cost
     from bench.report import render
     from bench.store import store_rows
@@ -161,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                     server.api_url, directory, args.repeats, epochs=3, every=50, kill_step=330
                 )
                 rows += store_rows(server.api_url, directory / "store", args.repeats, args.epochs)
+                rows += scaling_rows(
+                    server.api_url,
+                    directory / "distributed",
+                    args.repeats,
+                    distributed_epochs(args.epochs),
+                )
+            rows.append(step_cost_row(args.repeats))
             rows += checkpoint_rows(
                 MNIST_SOURCE, "MNIST test split", args.repeats, args.epochs, directory / "mnist"
             )

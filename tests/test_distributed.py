@@ -126,16 +126,19 @@ def test_mirrored_over_two_logical_cpus_trains_with_finite_metrics_like_the_work
 
 
 def test_a_killed_worker_stops_the_group_and_the_retry_resumes_at_the_step_bit_for_bit(
-    artifacts, two_workers, cli_environment
+    two_workers, s3_store, bucket, cli_environment, tmp_path
 ):
+    """With the run in an object store: the driver, the holder of the run's lease, commits every
+    checkpoint the chief makes; the workers write nothing there."""
     killed = trainflow(
         "run", "--dataset", DATASET, "--workers", 2, "--epochs", EPOCHS, "--deterministic",
         "--checkpoint-every", CHECKPOINT_EVERY, "--kill-at-step", KILL_AT_STEP,
-        "--artifacts", artifacts, "--run-name", "killed", "--json",
-        env={**cli_environment, KILL_WITHOUT_FLUSH: "1"},
+        "--artifacts", f"s3://{bucket}/team", "--run-name", "killed", "--json",
+        env={**cli_environment, **s3_store.environment, KILL_WITHOUT_FLUSH: "1"},
     )  # fmt: skip
     summary = run_json(killed)
-    run_dir = Path(summary["run_dir"])
+    assert summary["run_dir"] == f"s3://{bucket}/team/runs/killed"
+    run_dir = s3_store.download(bucket, "team/runs/killed", tmp_path / "killed")
     marker = json.loads((run_dir / f"killed-at-step-{KILL_AT_STEP}.json").read_text())
     assert marker["killed_at_step"] == KILL_AT_STEP
     assert "worker 1 of 2 died (signal SIGKILL)" in killed.stderr
@@ -145,11 +148,17 @@ def test_a_killed_worker_stops_the_group_and_the_retry_resumes_at_the_step_bit_f
         killed.stderr
     )
     straight = Path(run_json(two_workers)["run_dir"])
-    assert (
-        differing_arrays(run_dir / "model/model.weights.h5", straight / "model/model.weights.h5")
-        == []
-    )
-    assert training_of(summary)["history"] == training_of(run_json(two_workers))["history"]
+    weights = "model/model.weights.h5"
+    assert differing_arrays(run_dir / weights, straight / weights) == []
+    training = json.loads((run_dir / "training.json").read_text())
+    assert training["history"] == training_of(run_json(two_workers))["history"]
+    # Every checkpoint was committed under the run's lease (the driver's), and TensorBoard's
+    # epochs reached the store.
+    generation = json.loads((run_dir / "run.json").read_text())["lock_generation"]
+    manifests = list((run_dir / "checkpoints/resume").glob("step-*.json"))
+    assert manifests and generation is not None
+    assert {json.loads(path.read_text())["lock_generation"] for path in manifests} == {generation}
+    assert list((run_dir / "tensorboard/validation").glob("events.out.tfevents.*"))
     assert_no_worker_left()
 
 
@@ -207,7 +216,6 @@ def test_an_unreachable_ray_cluster_is_one_line(artifacts, cli_environment):
         (["--workers", "0"], "--workers"),
         (["--workers", "2", "--distribute", "mirrored"], "do not combine"),
         (["--devices", "2"], "--devices needs --distribute mirrored"),
-        (["--workers", "2", "--artifacts", "s3://bucket/runs"], "local --artifacts directory"),
         (["--ray", "127.0.0.1:6379"], "--ray needs --workers"),
     ],
 )

@@ -12,7 +12,6 @@ from trainflow.contract import PixelRange
 from trainflow.datasets import DATASET_HELP, DataSource, PreparationSpec, parse_image_size
 from trainflow.recipe import MODEL_HELP, ModelRecipe, OptimizerName, checked_model
 from trainflow.sizes import parse_size
-from trainflow.storage.locations import is_url
 
 DataInput = Literal["auto", "memory", "stream"]
 Distribute = Literal["none", "mirrored"]
@@ -220,11 +219,6 @@ class RunConfig(BaseModel):
             raise ValueError("--devices needs --distribute mirrored")
         if self.ray is not None and not self.distributed:
             raise ValueError("--ray needs --workers N (or --distribute mirrored)")
-        if (self.workers > 1 or self.distribute != "none") and is_url(self.artifacts):
-            raise ValueError(
-                "distributed training writes to a local --artifacts directory; an object store "
-                "root is for one process (drop --workers/--distribute, or use a directory)"
-            )
         return self
 
     @property

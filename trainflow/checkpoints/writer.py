@@ -43,6 +43,35 @@ def write_checkpoint(weights: bytes, paths: RunPaths, state: ResumeState, keep: 
     return state
 
 
+class CheckpointCommitter:
+    """Commits checkpoints whose weights file is made already: the best epoch's weights file a
+    state names (uploaded and hashed first, once), the checkpoint, then `on_commit`."""
+
+    def __init__(
+        self,
+        paths: RunPaths,
+        keep: int,
+        on_commit: Callable[[ResumeState], None] | None = None,
+    ) -> None:
+        self.paths = paths
+        self.keep = keep
+        self.on_commit = on_commit
+        self.best: tuple[str, str] | None = None  # the best weights file uploaded, and its hash
+
+    def commit(self, weights: bytes, state: ResumeState) -> ResumeState:
+        """Commit `weights` (a `.weights.h5` file's bytes) with `state`; the state committed."""
+        if state.best_checkpoint is not None and state.best_checkpoint_sha256 is None:
+            if self.best is None or self.best[0] != state.best_checkpoint:
+                best = Path(state.best_checkpoint)
+                self.paths.storage.commit(best)  # into the store, before a manifest names it
+                self.best = (state.best_checkpoint, sha256_of_files([best]))
+            state = state.model_copy(update={"best_checkpoint_sha256": self.best[1]})
+        committed = write_checkpoint(weights, self.paths, state, self.keep)
+        if self.on_commit is not None:
+            self.on_commit(committed)
+        return committed
+
+
 class CheckpointWriter:
     """Commits resume checkpoints from a background thread, so that training does not wait for
     the disk.
@@ -72,13 +101,11 @@ class CheckpointWriter:
             raise ValueError("the shadow model's variables do not match the model's")
         self.layout = WeightsFileLayout(shadow)
         self.paths = paths
-        self.keep = keep
+        self.committer = CheckpointCommitter(paths, keep, on_commit)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainflow-checkpoint")
         self.pending: Future | None = None
         self.committed: ResumeState | None = None
-        self.best: tuple[str, str] | None = None  # the best weights file uploaded, and its hash
         self.waited = False
-        self.on_commit = on_commit
 
     def commit(self, state: ResumeState) -> None:
         """Start committing the model as it is now, with `state` (not when this process lost the
@@ -109,13 +136,4 @@ class CheckpointWriter:
             self.executor.shutdown()
 
     def _write(self, values: list[np.ndarray], state: ResumeState) -> None:
-        if state.best_checkpoint is not None and state.best_checkpoint_sha256 is None:
-            if self.best is None or self.best[0] != state.best_checkpoint:
-                best = Path(state.best_checkpoint)
-                self.paths.storage.commit(best)  # into the store, before a manifest names it
-                self.best = (state.best_checkpoint, sha256_of_files([best]))
-            state = state.model_copy(update={"best_checkpoint_sha256": self.best[1]})
-        weights = self.layout.content(values)
-        self.committed = write_checkpoint(weights, self.paths, state, self.keep)
-        if self.on_commit is not None:
-            self.on_commit(self.committed)
+        self.committed = self.committer.commit(self.layout.content(values), state)

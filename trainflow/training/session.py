@@ -31,6 +31,7 @@ from trainflow.training.callbacks.monitoring import (
 from trainflow.training.callbacks.resume import MetricSums, ResumeCheckpoint
 from trainflow.training.distributed.loop import ReplicatedFit
 from trainflow.training.distributed.placement import Placement
+from trainflow.training.distributed.relay import RelayedCheckpointWriter
 from trainflow.training.inputs import training_input
 from trainflow.training.models import build_classifier, build_model
 from trainflow.training.pipeline import steps_per_epoch
@@ -79,7 +80,12 @@ def fit_from(
     # Resume checkpoints are written in a background thread, in the file layout that a throwaway
     # model of the same architecture shows.
     layout_model = build_model(config.recipe, data.image_shape, data.num_classes)
-    writer = CheckpointWriter(model, layout_model, paths, config.keep_checkpoints, on_commit)
+    if placement.link is not None and placement.chief:  # the driver commits for it
+        writer = RelayedCheckpointWriter(
+            model, layout_model, paths, config.keep_checkpoints, placement.link
+        )
+    else:
+        writer = CheckpointWriter(model, layout_model, paths, config.keep_checkpoints, on_commit)
     try:
         while state.epochs_done < config.epochs and not state.stopped_early:
             # A part-way epoch is a `fit` of its own: Keras's epochs all have the same step count.
@@ -89,8 +95,7 @@ def fit_from(
             )
             if config.kill_at_step is not None and placement.rank == placement.workers - 1:
                 # In a group, the last worker dies: the one worker process whose death is shown.
-                marker = run_paths.kill_marker(config.kill_at_step)
-                callbacks.append(KillAtStep(config.kill_at_step, paths.storage, marker, writer))
+                callbacks.append(_kill_at_step(config.kill_at_step, run_paths, writer, placement))
             try:
                 run_fit(
                     inputs.training_batches(
@@ -186,6 +191,19 @@ def _callbacks(
     if config.fail_at_epoch is not None:
         callbacks.append(FailAfterEpoch(config.fail_at_epoch))
     return callbacks
+
+
+def _kill_at_step(
+    step: int, paths: RunPaths, writer: CheckpointWriter, placement: Placement
+) -> KillAtStep:
+    """`--kill-at-step`: the run's kill marker is written by this process, or in a group by the
+    driver (which starts no group with the option once the marker exists)."""
+    if placement.link is not None:
+        return KillAtStep(step, writer, lambda body: placement.link.ask("killing", body), False)
+    marker = paths.kill_marker(step)
+    return KillAtStep(
+        step, writer, lambda body: paths.storage.write_json(marker, body), marker.exists()
+    )
 
 
 def _check_optimizer_restored(model: keras.Model, state: ResumeState, paths: RunPaths) -> None:

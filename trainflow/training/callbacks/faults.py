@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from pathlib import Path
+from collections.abc import Callable
 
 import keras
 
 from trainflow.checkpoints.writer import CheckpointWriter
-from trainflow.storage.artifacts import Storage
 
 logger = logging.getLogger("trainflow.train")
 
@@ -41,28 +40,36 @@ KILL_WITHOUT_FLUSH = "TRAINFLOW_KILL_WITHOUT_FLUSH"
 
 
 class KillAtStep(keras.callbacks.Callback):
-    """SIGKILL this process right after global step `step`, and only once per run: a marker file
-    records that it happened, so the resumed run, which may train that step again, goes on.
+    """SIGKILL this process right after global step `step`, and only once per run: `record` keeps
+    a record that it happened (the run's kill marker), and a run that has one (`already_killed`),
+    which may train that step again once resumed, goes on.
 
     The kill is polite unless KILL_WITHOUT_FLUSH is set: it waits for `writer` first, so that the
     checkpoints committed up to the step are on disk. With it set the process dies at once, maybe
     in the middle of a background checkpoint write, whose files the rerun then sets aside. (Kills
     at any moment of a run are the crash harness's: tests/test_crash_anywhere.py.)"""
 
-    def __init__(self, step: int, storage: Storage, marker: Path, writer: CheckpointWriter) -> None:
+    def __init__(
+        self,
+        step: int,
+        writer: CheckpointWriter,
+        record: Callable[[dict], object],
+        already_killed: bool,
+    ) -> None:
         super().__init__()
         self.step = step
-        self.storage = storage
-        self.marker = marker
         self.writer = writer
+        self.record = record
+        self.done = already_killed
         self.flush = KILL_WITHOUT_FLUSH not in os.environ
 
     def on_train_batch_begin(self, batch: int, logs=None) -> None:
         # Before the next step: after `StepCheckpoint` has committed the finished ones.
-        if int(self.model.optimizer.iterations.numpy()) == self.step and not self.marker.exists():
+        if int(self.model.optimizer.iterations.numpy()) == self.step and not self.done:
             if self.flush:
                 self.writer.flush()
-            self.storage.write_json(self.marker, {"killed_at_step": self.step, "pid": os.getpid()})
+            self.record({"killed_at_step": self.step, "pid": os.getpid()})
+            self.done = True
             how = "" if self.flush else f", {KILL_WITHOUT_FLUSH}: checkpoint writes not waited for"
             logger.warning(
                 "Killing the training process at step %d (--kill-at-step%s)", self.step, how

@@ -17,14 +17,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, Listener, wait
+from pathlib import Path
 
 import keras
 
 from trainflow.checkpoints.state import ResumeState
+from trainflow.checkpoints.writer import CheckpointCommitter
 from trainflow.config import RunConfig
 from trainflow.errors import UserInputError
 from trainflow.paths import RunPaths
 from trainflow.results import PreparedData
+from trainflow.training.callbacks.monitoring import EpochSummaries
 from trainflow.training.distributed.launchers import LocalLauncher, RayLauncher, WorkerHandle
 from trainflow.training.distributed.loop import per_example_loss
 from trainflow.training.distributed.worker import WorkerSpec
@@ -67,7 +70,7 @@ def fit_in_workers(
 
             def spec_of(rank: int) -> WorkerSpec:
                 return WorkerSpec(
-                    config=config,
+                    config=_once_killed(config, paths),
                     data=data,
                     paths=paths,
                     state=state,
@@ -78,11 +81,50 @@ def fit_in_workers(
                 )
 
             workers = launcher.start(spec_of, config.workers)
-            group = _Group(workers, _accept_all(listener, workers), extra_callbacks, on_commit)
-            return group.supervise()
+            connections = _accept_all(listener, workers)
+            writes = _RunWrites(paths, config.keep_checkpoints, on_commit)
+            # What the chief's hooks drive here: the caller's callbacks, and the run's TensorBoard.
+            hooks = [*extra_callbacks, EpochSummaries(paths.storage, paths.tensorboard_dir)]
+            return _Group(workers, connections, hooks, writes).supervise()
         finally:
             for worker in workers:
                 worker.kill()  # what is left of the group (a finished worker has exited)
+
+
+def _once_killed(config: RunConfig, paths: RunPaths) -> RunConfig:
+    """`config` for the workers: without `--kill-at-step` once the run's kill marker exists."""
+    if config.kill_at_step is None or not paths.kill_marker(config.kill_at_step).exists():
+        return config
+    return config.model_copy(update={"kill_at_step": None})
+
+
+class _RunWrites:
+    """The driver's writes to the run, asked for by the chief: its checkpoints (the best epoch's
+    weights file first, when it is new), committed with the driver's lock; the kill marker."""
+
+    def __init__(
+        self, paths: RunPaths, keep: int, on_commit: Callable[[ResumeState], None] | None
+    ) -> None:
+        self.paths = paths
+        self.committer = CheckpointCommitter(paths, keep, on_commit)
+        self.committed: ResumeState | None = None
+
+    def checkpoint(self, state: dict, weights: bytes, best: bytes | None) -> dict:
+        state = ResumeState.model_validate(state)
+        if state.best_checkpoint is not None:
+            # The chief's file, by name here: uploaded and hashed by the committer if it is new.
+            path = self.paths.best_checkpoints_dir / Path(state.best_checkpoint).name
+            if best is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(f".{path.name}.partial")
+                partial.write_bytes(best)
+                partial.replace(path)
+            state = state.model_copy(update={"best_checkpoint": str(path)})
+        self.committed = self.committer.commit(weights, state)
+        return self.committed.model_dump(mode="json")
+
+    def kill_marker(self, record: dict) -> None:
+        self.paths.storage.write_json(self.paths.kill_marker(record["killed_at_step"]), record)
 
 
 def _check_trainable_by_workers(config: RunConfig, data: PreparedData) -> None:
@@ -120,13 +162,13 @@ class _Group:
         self,
         workers: list[WorkerHandle],
         connections: list[Connection],
-        extra_callbacks: Sequence[keras.callbacks.Callback],
-        on_commit: Callable[[ResumeState], None] | None,
+        hooks: Sequence[keras.callbacks.Callback],
+        writes: _RunWrites,
     ) -> None:
         self.workers = workers
         self.connections = connections
-        self.extra_callbacks = extra_callbacks
-        self.on_commit = on_commit
+        self.hooks = hooks
+        self.writes = writes
         self.finished: dict[int, ResumeState] = {}
         self.failure: tuple[int, bool, str] | None = None
 
@@ -145,15 +187,19 @@ class _Group:
                 raise WorkerInputError(message)
             self._check_killed()  # a collective fails in the others when one worker is killed
             raise RuntimeError(f"worker {rank} of {len(self.workers)} failed: {message}")
-        return self.finished[0]
+        return self.writes.committed or self.finished[0]
 
     def _handle(self, rank: int, message: tuple) -> None:
         kind, *body = message
-        if kind == "committed" and self.on_commit is not None:
-            self.on_commit(ResumeState.model_validate(body[0]))
-        elif kind == "epoch":
-            for callback in self.extra_callbacks:
-                callback.on_epoch_end(*body)
+        if kind == "checkpoint":
+            self.connections[rank].send(self.writes.checkpoint(*body))
+        elif kind == "killing":
+            self.writes.kill_marker(*body)
+            self.connections[rank].send(None)
+        elif kind == "hook":
+            name, *arguments = body
+            for callback in self.hooks:
+                getattr(callback, name)(*arguments)
         elif kind == "log":
             level, name, text = body
             logging.getLogger(name).log(level, "%s", text)

@@ -7,12 +7,16 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from trainflow.config import RunConfig
 from trainflow.paths import RunPaths
 from trainflow.results import Distribution
+
+if TYPE_CHECKING:
+    from trainflow.training.distributed.relay import DriverLink
 
 # Without a GPU, `--distribute mirrored` splits the CPU into this many logical devices.
 DEFAULT_CPU_DEVICES = 2
@@ -21,13 +25,15 @@ DEFAULT_CPU_DEVICES = 2
 @dataclass(frozen=True)
 class Placement:
     """This process's part in training: its strategy (None: plain `fit`), its rank among
-    `workers` processes, and where it writes the run's files (`written`: the run itself for the
-    chief, rank 0; a private scratch copy for the others, which never write to the run)."""
+    `workers` processes, and, for a worker process, its link to the driver (`link`, a
+    `relay.DriverLink`) and the private scratch copy of the run it writes to (`written`): the
+    driver commits what the chief (rank 0) sends it, and writes everything else of the run."""
 
     strategy: tf.distribute.Strategy | None = None
     rank: int = 0
     workers: int = 1
     written: RunPaths | None = None
+    link: DriverLink | None = None
 
     @property
     def chief(self) -> bool:

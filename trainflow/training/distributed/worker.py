@@ -1,11 +1,13 @@
 """A training worker: a process of its own, started by the group (`group.py`) as
-`python -m trainflow.training.distributed.worker` with its `WorkerSpec` as JSON on stdin.
+`python -m trainflow.training.distributed.worker` with its `WorkerSpec` as JSON on stdin, or in a
+Ray actor (`launchers.py`).
 
 It makes its strategy first (TensorFlow's devices and collectives are fixed once anything runs),
-trains with `session.fit_from`, and talks to the driver over one connection: the chief (rank 0)
-sends each resume checkpoint it commits, each epoch's logs and its log records; every worker sends
-how it ended. A worker whose driver is gone (the connection closes) exits at once: it must not
-outlive the process that holds the run's lock.
+trains with `session.fit_from` into a scratch copy of the run, and talks to the driver over one
+connection (`relay.DriverLink`): the chief (rank 0) sends each checkpoint for the driver to commit,
+its training and epoch hooks and its log records; every worker says how it ended. It reads the
+prepared data and the checkpoint it resumes from where they lie (a store's, through its own
+`Storage`), and writes nothing to the run.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import logging
 import os
 import sys
 import tempfile
-import threading
 import traceback
-from multiprocessing.connection import Client, Connection
+from multiprocessing.connection import Client
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -25,8 +26,10 @@ from trainflow.checkpoints.state import ResumeState
 from trainflow.config import RunConfig
 from trainflow.environment import configure_environment
 from trainflow.errors import error_reason, is_user_input_error
-from trainflow.paths import RunPaths
+from trainflow.paths import ArtifactPaths, RunPaths
 from trainflow.results import PreparedData
+from trainflow.storage.locations import is_url
+from trainflow.training.distributed.relay import DriverLink
 
 
 class WorkerSpec(BaseModel):
@@ -42,34 +45,6 @@ class WorkerSpec(BaseModel):
     authkey: str  # hex
 
 
-class DriverLink:
-    """The connection to the driver: sends from any thread; the driver's end closing ends the
-    process (watched by a thread of its own) unless the worker has said how it ended."""
-
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.sending = threading.Lock()
-        self.ended = False
-        threading.Thread(target=self._exit_when_closed, daemon=True).start()
-
-    def end(self, *message: object) -> None:
-        """Send the last message: the driver may close its end from now on."""
-        self.ended = True
-        self.send(*message)
-
-    def send(self, *message: object) -> None:
-        with self.sending:
-            self.connection.send(message)
-
-    def _exit_when_closed(self) -> None:
-        try:
-            while True:
-                self.connection.recv()
-        except (EOFError, OSError):
-            if not self.ended:
-                os._exit(1)  # the driver is gone: nothing this process does is anyone's any more
-
-
 class RecordRelay(logging.Handler):
     """Sends trainflow's log records to the driver, which logs them as its own."""
 
@@ -83,8 +58,21 @@ class RecordRelay(logging.Handler):
         self.link.send("log", record.levelno, record.name, message)
 
 
+def inputs_here(spec: WorkerSpec) -> tuple[PreparedData, RunPaths]:
+    """The prepared data and the run's paths as this process reads them: the driver's for a local
+    artifacts directory; in a store, through this process's own face of it, with the checkpoint
+    to resume from brought to it."""
+    if not is_url(spec.config.artifacts):
+        return spec.data, spec.paths
+    root = ArtifactPaths.at(spec.config.artifacts)
+    paths = root.run(spec.paths.name)
+    if spec.state is not None:
+        paths.storage.local_copy(paths.resume_dir / spec.state.weights_file)
+    return spec.data.model_copy(update={"paths": root.data(spec.data.fingerprint)}), paths
+
+
 def run_worker(spec: WorkerSpec, link: DriverLink) -> ResumeState:
-    """Train as worker `spec.rank`; the state the run ended in."""
+    """Train as worker `spec.rank`; the state the run ended in, as this worker saw it."""
     import keras
 
     from trainflow.training.distributed.placement import (
@@ -99,25 +87,26 @@ def run_worker(spec: WorkerSpec, link: DriverLink) -> ResumeState:
     else:
         strategy = mirrored_strategy(spec.config.devices)
 
-    class EpochRelay(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs=None) -> None:
-            link.send("epoch", epoch, {key: float(value) for key, value in (logs or {}).items()})
+    class HookRelay(keras.callbacks.Callback):
+        """The chief's training and epoch hooks, for the callbacks the driver runs."""
 
+        def on_train_begin(self, logs=None) -> None:
+            link.send("hook", "on_train_begin")
+
+        def on_epoch_end(self, epoch: int, logs=None) -> None:
+            values = {key: float(value) for key, value in (logs or {}).items()}
+            link.send("hook", "on_epoch_end", epoch, values)
+
+        def on_train_end(self, logs=None) -> None:
+            link.send("hook", "on_train_end")
+
+    data, paths = inputs_here(spec)
     chief = spec.rank == 0
     with tempfile.TemporaryDirectory(prefix="trainflow-worker-") as scratch:
-        written = None if chief else RunPaths(run_dir=Path(scratch) / "runs" / spec.paths.name)
-        placement = Placement(strategy, spec.rank, spec.workers, written)
-        return fit_from(
-            spec.config,
-            spec.data,
-            spec.paths,
-            spec.state,
-            [EpochRelay()] if chief else [],
-            on_commit=(lambda state: link.send("committed", state.model_dump(mode="json")))
-            if chief
-            else None,
-            placement=placement,
-        )
+        written = RunPaths(run_dir=Path(scratch) / "runs" / spec.paths.name)
+        placement = Placement(strategy, spec.rank, spec.workers, written, link)
+        extra_callbacks = [HookRelay()] if chief else []
+        return fit_from(spec.config, data, paths, spec.state, extra_callbacks, placement=placement)
 
 
 def serve(spec: WorkerSpec) -> bool:
