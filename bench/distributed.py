@@ -86,7 +86,7 @@ def scaling_rows(api_url: str, directory: Path, repeats: int, epochs: int) -> li
         Row(
             f"checkpoint overhead under MultiWorkerMirroredStrategy, 2 workers, every "
             f"{CHECKPOINT_EVERY} steps",
-            f"{cost:+.1%} steps/s: {spread(every['with'], 'steps/s', 1)} with, "
+            f"{cost:.1%} fewer steps/s: {spread(every['with'], 'steps/s', 1)} with, "
             f"{spread(every['without'], 'steps/s', 1)} without",
             "(reported)",
             None,

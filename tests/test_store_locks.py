@@ -14,14 +14,21 @@ from tests.conftest import TRAINFLOW
 from tests.s3_server import S3Server
 from tests.store_machines import RUN_TIMEOUT, machine, run_options, trainflow
 
+# Long enough to be running still when the second machine has been refused; the run that takes
+# over asks for fewer epochs than were checkpointed before the kill, so it resumes and is done.
 LONG_RUN = ("--epochs", "60", "--patience", "60")
+TAKE_OVER_RUN = ("--epochs", "1", "--patience", "60")
 
 
-def wait_for_key(store: S3Server, bucket: str, key: str, process: subprocess.Popen) -> None:
+def wait_for_key(
+    store: S3Server, bucket: str, prefix: str, process: subprocess.Popen, suffix: str = ""
+) -> None:
+    """Wait until a key starting with `prefix` (and ending with `suffix`) is in the store, while
+    `process` runs."""
     deadline = time.monotonic() + RUN_TIMEOUT
-    while key not in store.keys(bucket, key):
-        assert process.poll() is None, "the run ended before it took its lock"
-        assert time.monotonic() < deadline, f"{key} never appeared"
+    while not [key for key in store.keys(bucket, prefix) if key.endswith(suffix)]:
+        assert process.poll() is None, f"the run ended before {prefix} appeared"
+        assert time.monotonic() < deadline, f"{prefix} never appeared"
         time.sleep(0.2)
 
 
@@ -40,6 +47,8 @@ def test_a_second_machine_is_refused_while_the_first_runs_and_takes_over_once_it
     )
     try:
         wait_for_key(s3_store, bucket, "team/locks/race.lock", first)
+        # A committed checkpoint to take over (the first epoch's manifest), before the race.
+        wait_for_key(s3_store, bucket, "team/runs/race/checkpoints/resume/step-", first, ".json")
         cwd_b, machine_b = machine(tmp_path, "machine-b", s3_store)
         refused = trainflow(cwd_b, machine_b, *run_options(idx_dir, artifacts, "race", *LONG_RUN))
         assert first.poll() is None, "the first machine's run ended before the race was decided"
@@ -54,7 +63,7 @@ def test_a_second_machine_is_refused_while_the_first_runs_and_takes_over_once_it
 
     # The holder died without releasing its lease; on this host its death is certain, and the
     # next attempt takes over without waiting for the lease to expire.
-    resumed = trainflow(cwd_b, machine_b, *run_options(idx_dir, artifacts, "race", *LONG_RUN))
+    resumed = trainflow(cwd_b, machine_b, *run_options(idx_dir, artifacts, "race", *TAKE_OVER_RUN))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Took over the lock {artifacts}/locks/race.lock from process {first.pid}" in (
         resumed.stderr

@@ -51,8 +51,9 @@ def fit_from(
 ) -> ResumeState:
     """Train from `state` (None: from scratch) to `config.epochs`: one `fit` call for all epochs,
     after one for the rest of an epoch interrupted part-way; `on_commit` is told of each resume
-    checkpoint committed (see `CheckpointWriter`). Under a strategy (`placement`), the model is
-    built in its scope, and a worker other than the chief writes only to its scratch copy."""
+    checkpoint committed (see `CheckpointWriter`). In a worker process (`placement`), the model is
+    built in its strategy's scope, the process writes only to its scratch copy of the run, and
+    the chief's checkpoints are committed by the driver."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
