@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,7 +41,7 @@ from app.stack.prefect_server import (
     LocalServer,
     is_healthy,
 )
-from app.stack.processes import is_alive, stop_group
+from app.stack.processes import STOP_TIMEOUT, is_alive, stop_group
 from app.stack.workers import start_worker, worker_places
 from trainflow.errors import UserInputError
 
@@ -230,10 +231,14 @@ def stack_down(home: Path) -> Stack:
 
 
 def _stop(stack: Stack) -> None:
-    """Stop the stack's processes: workers first (no new flow runs), the database last."""
+    """Stop the stack's processes: workers first (no new flow runs), the database last; say which
+    one did not end within its time after SIGTERM (and was killed)."""
     for pid in (*stack.worker_pids, stack.mlflow_pid, stack.server_pid):
-        if pid is not None:
-            stop_group(pid)
+        if pid is not None and not stop_group(pid):
+            print(
+                f"process {pid} did not end within {STOP_TIMEOUT} s of SIGTERM: killed",
+                file=sys.stderr,
+            )
     if stack.postgres is not None:
         stop_cluster(stack.postgres)
 

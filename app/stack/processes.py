@@ -37,15 +37,16 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
     return True
 
 
-def stop_group(pid: int, timeout: float = STOP_TIMEOUT) -> None:
+def stop_group(pid: int, timeout: float = STOP_TIMEOUT) -> bool:
     """SIGTERM the process group `pid` leads; SIGKILL it if its leader is still there after
-    `timeout` s."""
+    `timeout` s. Whether the leader ended by itself."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
-    wait_for_exit(pid, timeout)
+        return True
+    ended = wait_for_exit(pid, timeout)
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    return ended
