@@ -142,10 +142,16 @@ class RayWorker:
         ray.kill(self.actor, no_restart=True)
 
 
+def _python_path() -> str:
+    return os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+
+
 class RayLauncher:
     """Workers as Ray actors of the cluster at `address` (`host:port` of its head), one CPU each,
     spread over its nodes; `TF_CONFIG` is built from the addresses the actors report. Every node
-    must have trainflow installed (and the user's model module importable), as Ray requires."""
+    must have trainflow installed (and the user's model module importable), as Ray requires, and
+    the artifacts store's credentials in the environment its Ray processes were started with
+    (they are not sent through Ray)."""
 
     def __init__(self, address: str) -> None:
         import ray
@@ -164,7 +170,8 @@ class RayLauncher:
                 address=address,
                 logging_level=logging.WARNING,
                 log_to_driver=False,  # the workers' log records come through the driver's link
-                runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}},
+                # The driver's directory first, so that a model's module found here is found there.
+                runtime_env={"env_vars": {"PYTHONPATH": _python_path()}},
             )
         loopback = host in ("127.0.0.1", "localhost")
         self.driver_host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
