@@ -1,5 +1,6 @@
-"""The driver of distributed training: it starts the worker processes, relays what the chief
-commits and logs, and brings the whole group down when one worker dies.
+"""The driver of distributed training: it starts the worker processes, commits the checkpoints
+the chief sends (the run's only writer), logs what the workers report, and brings the whole group
+down when one worker dies.
 
 The training task is the driver and keeps the run's lock; the workers (`worker.py`) are processes
 of their own because TensorFlow fixes its devices and collectives once per process, and a retried
@@ -150,7 +151,7 @@ def _accept_all(listener: Listener, workers: list[WorkerHandle]) -> list[Connect
         time.sleep(0.05)  # a poll for the accepting thread, not a wait for an event in time
     by_rank: list[Connection | None] = [None] * len(workers)
     for connection in accepted:
-        _, rank, _ = connection.recv()  # "hello": the first message of each worker
+        _, rank = connection.recv()  # "hello": the first message of each worker
         by_rank[rank] = connection
     return by_rank
 

@@ -44,20 +44,9 @@ class Placement:
         """Whether training runs the step of `loop.ReplicatedFit` (`fit` fails across workers)."""
         return self.workers > 1
 
-    @property
-    def replicas(self) -> int:
-        return 1 if self.strategy is None else self.strategy.num_replicas_in_sync
-
     def scope(self) -> contextlib.AbstractContextManager:
         """The strategy's scope, in which the model and its optimizer are built."""
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
-
-    def describe(self) -> str:
-        if self.strategy is None:
-            return "one process"
-        if self.workers > 1:
-            return f"worker {self.rank} of {self.workers} (MultiWorkerMirroredStrategy)"
-        return f"MirroredStrategy over {self.replicas} devices"
 
 
 def distribution_of(config: RunConfig) -> Distribution:

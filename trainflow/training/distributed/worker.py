@@ -13,7 +13,6 @@ prepared data and the checkpoint it resumes from where they lie (a store's, thro
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 import traceback
@@ -113,7 +112,7 @@ def serve(spec: WorkerSpec) -> bool:
     """Train as `spec` says, telling the driver how it went; whether it went well (a failure is
     told to the driver, and its traceback printed unless it is the user's to fix)."""
     link = DriverLink(Client(spec.driver, authkey=bytes.fromhex(spec.authkey)))
-    link.send("hello", spec.rank, os.getpid())
+    link.send("hello", spec.rank)
     relayed = logging.getLogger("trainflow")
     relayed.handlers[:] = [RecordRelay(link, spec.rank)]
     relayed.propagate = False
