@@ -100,6 +100,9 @@ def test_two_workers_train_as_one_process_does_and_say_so(two_workers):
     assert training["optimizer_iterations"] == EPOCHS * STEPS_PER_EPOCH
     assert all(math.isfinite(value) for values in training["history"].values() for value in values)
     # The chief's log lines reach the driver; the other worker's INFO lines do not.
+    assert "[worker 0] Worker 0 of 2: MultiWorkerMirroredStrategy, 2 replicas in sync" in (
+        two_workers.stderr
+    )
     assert "[worker 0] Epoch 5/5" in two_workers.stderr
     assert "[worker 1] Epoch" not in two_workers.stderr
     assert_no_worker_left()
@@ -108,24 +111,13 @@ def test_two_workers_train_as_one_process_does_and_say_so(two_workers):
 def test_mirrored_over_two_logical_cpus_trains_with_finite_metrics_like_the_workers(
     artifacts, two_workers, cli_environment
 ):
-    mirrored = run_json(
-        trainflow(
-            "run",
-            "--dataset",
-            DATASET,
-            "--distribute",
-            "mirrored",
-            "--epochs",
-            EPOCHS,
-            "--deterministic",
-            "--artifacts",
-            artifacts,
-            "--run-name",
-            "mirrored",
-            "--json",
-            env=cli_environment,
-        )  # fmt: skip
-    )
+    completed = trainflow(
+        "run", "--dataset", DATASET, "--distribute", "mirrored", "--epochs", EPOCHS,
+        "--deterministic", "--artifacts", artifacts, "--run-name", "mirrored", "--json",
+        env=cli_environment,
+    )  # fmt: skip
+    mirrored = run_json(completed)
+    assert "Worker 0 of 1: MirroredStrategy, 2 replicas in sync" in completed.stderr
     assert mirrored["test_accuracy"] >= 0.90
     assert mirrored["distribution"]["strategy"] == "mirrored"
     assert mirrored["distribution"]["replicas"] == 2

@@ -99,6 +99,13 @@ def run_worker(spec: WorkerSpec, link: DriverLink) -> ResumeState:
         def on_train_end(self, logs=None) -> None:
             link.send("hook", "on_train_end")
 
+    logging.getLogger("trainflow.train").info(
+        "Worker %d of %d: %s, %d replicas in sync",
+        spec.rank,
+        spec.workers,
+        "MultiWorkerMirroredStrategy" if spec.workers > 1 else "MirroredStrategy",
+        strategy.num_replicas_in_sync,
+    )
     data, paths = inputs_here(spec)
     chief = spec.rank == 0
     with tempfile.TemporaryDirectory(prefix="trainflow-worker-") as scratch:
